@@ -351,7 +351,9 @@ def node_kinds(accelerator: str, index: int) -> NodeKind:
     if accelerator == "npu":
         # Alternate an Intel NPU box (amd64) and a Rockchip RK3588 board (arm64).
         if index % 2 == 0:
-            return NodeKind("npu", "amd64", "intel-core-ultra-npu", "8", "16Gi", {"edgeai.dev/npu": "1"})
+            return NodeKind(
+                "npu", "amd64", "intel-core-ultra-npu", "8", "16Gi", {"edgeai.dev/npu": "1"}
+            )
         return NodeKind("npu", "arm64", "rockchip-rk3588", "8", "8Gi", {"edgeai.dev/npu": "1"})
     return NodeKind("cpu", "amd64", "edge-x86-small", "4", "8Gi", {})
 
@@ -490,10 +492,26 @@ def up(layout: Layout, fleet: dict[str, int]) -> None:
             down(layout, quiet=True)
         check_ports_free(layout.ports)
         start_control_plane(layout)
+    write_env(layout)
     total = ensure_fleet(layout, fleet)
     wait_fleet_ready(layout, total, timeout=120 + total / 10)
     wait_default_serviceaccount(layout, timeout=60)
-    log(f"cluster is up in {time.monotonic() - t0:.1f}s with {total} nodes; kubeconfig: {layout.kubeconfig}")
+    log(
+        f"cluster is up in {time.monotonic() - t0:.1f}s with {total} nodes; "
+        f"kubeconfig: {layout.kubeconfig}"
+    )
+
+
+def write_env(layout: Layout) -> None:
+    """.devcluster/env: `source` it to use the cluster with the pinned kubectl."""
+    bin_dir = layout.state / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "kubectl"
+    link.unlink(missing_ok=True)
+    link.symlink_to(layout.binary("kubectl"))
+    (layout.state / "env").write_text(
+        f'export KUBECONFIG="{layout.kubeconfig}"\nexport PATH="{bin_dir}:$PATH"\n'
+    )
 
 
 def start_control_plane(layout: Layout) -> None:
@@ -521,7 +539,8 @@ def start_control_plane(layout: Layout) -> None:
         f"--etcd-servers=http://127.0.0.1:{p.etcd}",
         "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
         f"--secure-port={p.apiserver}",
-        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
         "--authorization-mode=RBAC",
         f"--service-account-key-file={pki / 'sa.pub'}",
@@ -605,7 +624,7 @@ def status(layout: Layout) -> int:
         print(f"{component:<24} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
     if not all(running.values()):
         return 1
-    print(f"\nKUBECONFIG={layout.kubeconfig}\n")
+    print(f"\nKUBECONFIG={layout.kubeconfig}   (or: source {layout.state / 'env'})\n")
     print(kubectl(layout, "get", "nodes", "-L", "edgeai.dev/accelerator,kubernetes.io/arch,"
                   "node.kubernetes.io/instance-type"), end="")  # fmt: skip
     return 0
@@ -622,15 +641,21 @@ def built_tool_dirs() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "kubeconfig"])
-    parser.add_argument("--state-dir", default=os.environ.get("DEVCLUSTER_STATE", str(ROOT / ".devcluster")))
+    parser.add_argument(
+        "--state-dir", default=os.environ.get("DEVCLUSTER_STATE", str(ROOT / ".devcluster"))
+    )
     parser.add_argument("--fleet", default=os.environ.get("FLEET") or DEFAULT_FLEET,
                         help=f"nodes per accelerator (default {DEFAULT_FLEET})")  # fmt: skip
     parser.add_argument("--bin-dir", default=os.environ.get("K8S_BIN_DIR", ""))
     parser.add_argument("--kwok-dir", default=os.environ.get("KWOK_DIR", ""))
     parser.add_argument("--etcd-dir", default=os.environ.get("ETCD_DIR", ""))
-    parser.add_argument("--port-base", type=int, default=int(os.environ.get("DEVCLUSTER_PORT_BASE", "16400")))
+    parser.add_argument(
+        "--port-base", type=int, default=int(os.environ.get("DEVCLUSTER_PORT_BASE", "16400"))
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -1,0 +1,76 @@
+# EdgeModel Operator: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEVCLUSTER := $(PYTHON) hack/devcluster.py
+KUBECONFIG_PATH := $(CURDIR)/.devcluster/kubeconfig
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-k placement -x"
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages the cluster and tests need (once)
+	@hack/install-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the Python venv with the operator and dev tools
+
+.PHONY: tools
+tools: ## Build the pinned Kubernetes, etcd and kwok binaries into ~/.cache (once)
+	@hack/build-tools.sh >/dev/null
+
+.PHONY: cluster-up
+cluster-up: deps tools ## Start the local edge cluster (reuses a running one); FLEET=gpu=3,npu=3,cpu=6
+	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local edge cluster and delete its state
+	@$(DEVCLUSTER) down
+
+.PHONY: cluster-status
+cluster-status: ## Show the cluster's processes and nodes
+	@$(DEVCLUSTER) status
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check), mypy and the import-linter contracts
+	$(VENV)/bin/ruff check operator tests hack
+	$(VENV)/bin/ruff format --check operator tests hack
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: format
+format: venv ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix operator tests hack
+	$(VENV)/bin/ruff format operator tests hack
+
+.PHONY: unit
+unit: venv ## Unit tests only (no cluster)
+	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
+
+.PHONY: test
+test: deps venv tools lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: cluster-up ## The main job: a local edge cluster (then the operator and samples, once they exist)
+	@echo
+	@$(DEVCLUSTER) status
+	@echo
+	@echo "The cluster keeps running. Use it with:  source .devcluster/env"
+	@echo "Stop it with:                            make cluster-down"
+
+.PHONY: clean
+clean: cluster-down ## Stop the cluster and remove the venv (the binary cache in ~/.cache stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""Small helpers for e2e tests against the local edge cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, what: str, every: float = 0.25) -> T:
+    """Poll check() until it returns something truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+        last = check()
+    return last
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    kubectl_path: Path
+
+    @cached_property
+    def api(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    @cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @cached_property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, token: str | None = None
+    ) -> str:
+        """Run the pinned kubectl as the admin, or as the bearer of token."""
+        kubeconfig = self.token_kubeconfig(token) if token else self.kubeconfig
+        proc = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={kubeconfig}", *args],
+            input=input,
+            text=True,
+            capture_output=True,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc.stdout + proc.stderr
+
+    def token_kubeconfig(self, token: str) -> Path:
+        """A kubeconfig that authenticates with only this token (no admin certificate)."""
+        admin = yaml.safe_load(self.kubeconfig.read_text())
+        cluster = admin["clusters"][0]
+        digest = hashlib.sha256(token.encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"edgemodel-e2e-token-{digest}.kubeconfig"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [cluster],
+                    "users": [{"name": "token", "user": {"token": token}}],
+                    "contexts": [
+                        {"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}
+                    ],
+                    "current-context": "token",
+                }
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def nodes_by_name(self) -> dict[str, Any]:
+        return {n.metadata.name: n for n in self.core.list_node().items}
+
+
+def restricted_container(name: str, image: str, **extra: Any) -> dict[str, Any]:
+    """A container spec that passes Pod Security "restricted"."""
+    return {
+        "name": name,
+        "image": image,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **extra,
+    }
+
+
+def pod_ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
