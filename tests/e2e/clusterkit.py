@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -107,3 +108,45 @@ def restricted_container(name: str, image: str, **extra: Any) -> dict[str, Any]:
 
 def pod_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+@dataclass
+class OperatorProcess:
+    """The operator as a real process; start() waits for its liveness endpoint."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    health: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=out)
+        wait_until(self._healthy, timeout=60, what=f"the operator's liveness ({self.log})")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, like a node losing power."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _healthy(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(
+                f"the operator exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(self.health, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False

@@ -1,0 +1,35 @@
+"""Entry point: `python -m edgemodel_operator` or the `edgemodel-operator` script."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import kopf
+
+from edgemodel_operator.config import ConfigError, load_config
+from edgemodel_operator.handlers import edgemodel
+from edgemodel_operator.logs import configure_logging
+
+
+def main() -> int:
+    try:
+        config = load_config(os.environ)  # fail fast, before connecting anywhere
+    except ConfigError as err:
+        print(f"edgemodel-operator: invalid configuration: {err}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    registry = kopf.OperatorRegistry()
+    edgemodel.register(registry, config)
+    kopf.run(
+        registry=registry,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=f"http://{config.health_address}/healthz",
+        standalone=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Operator configuration, read once at start-up from EDGEMODEL_* environment variables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from edgemodel_operator.api.accelerators import AcceleratorProfile, parse_profiles
+
+DEFAULT_SERVER_IMAGE = "edgemodel-server:0.1.0-{accelerator}"
+
+
+class ConfigError(ValueError):
+    """A bad EDGEMODEL_* setting; the message names the variable and what is expected."""
+
+
+@dataclass(frozen=True)
+class Config:
+    namespaces: tuple[str, ...]  # empty: every namespace
+    accelerators: Mapping[str, AcceleratorProfile]
+    server_image: str  # used by targets without an image; "{accelerator}" is filled in
+    resync_seconds: float
+    log_level: str
+    health_address: str  # host:port of the liveness endpoint
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Parse the EDGEMODEL_* variables; raise ConfigError naming the first bad one."""
+    namespaces = tuple(
+        n.strip() for n in env.get("EDGEMODEL_NAMESPACES", "").split(",") if n.strip()
+    )
+    raw_accelerators = env.get("EDGEMODEL_ACCELERATORS", "").strip()
+    try:
+        accelerators = parse_profiles(json.loads(raw_accelerators) if raw_accelerators else {})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(
+            f"EDGEMODEL_ACCELERATORS must be JSON like "
+            f'{{"gpu": {{"nodeSelector": {{"nvidia.com/gpu.present": "true"}}}}}}: {err}'
+        ) from err
+    server_image = env.get("EDGEMODEL_SERVER_IMAGE", DEFAULT_SERVER_IMAGE).strip()
+    if not server_image or any(c.isspace() for c in server_image):
+        raise ConfigError(f"EDGEMODEL_SERVER_IMAGE is not an image reference: {server_image!r}")
+    try:
+        server_image.format(accelerator="cpu")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"EDGEMODEL_SERVER_IMAGE may only use the {{accelerator}} placeholder: {err}"
+        ) from err
+    resync = env.get("EDGEMODEL_RESYNC_SECONDS", "10")
+    try:
+        resync_seconds = float(resync)
+    except ValueError:
+        resync_seconds = -1.0
+    if not 1 <= resync_seconds <= 3600:
+        raise ConfigError(f"EDGEMODEL_RESYNC_SECONDS must be 1..3600 seconds, got {resync!r}")
+    log_level = env.get("EDGEMODEL_LOG_LEVEL", "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(
+            f"EDGEMODEL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+        )
+    health = env.get("EDGEMODEL_HEALTH_ADDRESS", "127.0.0.1:8081")
+    host, _, port = health.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"EDGEMODEL_HEALTH_ADDRESS must be host:port, got {health!r}")
+    return Config(
+        namespaces=namespaces,
+        accelerators=accelerators,
+        server_image=server_image,
+        resync_seconds=resync_seconds,
+        log_level=log_level,
+        health_address=health,
+    )

@@ -1,0 +1,1 @@
+"""kopf entry points: thin decorators that call the services."""

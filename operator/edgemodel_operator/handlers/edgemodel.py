@@ -1,0 +1,105 @@
+"""kopf handlers for EdgeModel: parse what kopf hands over, call the service, write status.
+
+Observation comes from kopf's watch-fed indices, so a reconcile makes no read requests;
+the same reconcile runs on create, update, resume and on a timer (level-based: pods
+becoming Ready and hand edits of children are picked up by the next tick).
+
+register() attaches the handlers to a registry once the configuration is known."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from edgemodel_operator.adapters import kube
+from edgemodel_operator.config import Config
+from edgemodel_operator.services.reconcile import Observed, reconcile
+
+GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
+MANAGED = {"app.kubernetes.io/managed-by": "edgemodel-operator"}
+MODEL_LABEL = "edgeai.dev/edgemodel"
+
+
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.writer = kube.connect()
+    # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeai.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="edgeai.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own Events say what happened
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+
+
+def _children_key(body: kopf.Body) -> tuple[str, str] | None:
+    model = body.metadata.labels.get(MODEL_LABEL)
+    return (body.metadata.namespace, model) if model else None
+
+
+def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
+    return {None: dict(body)}
+
+
+def deployments_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    key = _children_key(body)
+    return {key: {**dict(body), "kind": "Deployment"}} if key else {}
+
+
+def daemonsets_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    key = _children_key(body)
+    return {key: {**dict(body), "kind": "DaemonSet"}} if key else {}
+
+
+def pods_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    key = _children_key(body)
+    return {key: {"metadata": dict(body.metadata), "spec": dict(body.spec),
+                  "status": dict(body.status)}} if key else {}  # fmt: skip
+
+
+def reconcile_edgemodel(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    nodes_index: kopf.Index[None, dict[str, Any]],
+    deployments_index: kopf.Index[tuple[str, str], dict[str, Any]],
+    daemonsets_index: kopf.Index[tuple[str, str], dict[str, Any]],
+    pods_index: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    key = (body.metadata.namespace, body.metadata.name)
+    observed = Observed(
+        nodes=list(nodes_index.get(None, [])),
+        workloads=[*deployments_index.get(key, []), *daemonsets_index.get(key, [])],
+        pods=list(pods_index.get(key, [])),
+    )
+    outcome = reconcile(dict(body), observed, memo.writer, memo.config, datetime.now(UTC))
+    if outcome.status != dict(body.status):
+        patch.status.update(outcome.status)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def register(registry: kopf.OperatorRegistry, config: Config) -> None:
+    """Attach every handler; config is stored in memo for them and sets the timer."""
+
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+        memo.config = config
+        configure(settings, memo, **kwargs)
+
+    kopf.on.startup(registry=registry)(startup)
+    kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
+    kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry)(deployments_index)
+    kopf.index("apps", "v1", "daemonsets", labels=MANAGED, registry=registry)(daemonsets_index)
+    kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)(pods_index)
+    resource = (GROUP, VERSION, PLURAL)
+    for decorate in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        decorate(*resource, registry=registry)(reconcile_edgemodel)
+    kopf.timer(
+        *resource,
+        interval=config.resync_seconds,
+        initial_delay=config.resync_seconds,
+        registry=registry,
+    )(reconcile_edgemodel)

@@ -1,0 +1,1 @@
+"""Use cases: one idempotent reconcile, observe -> decide -> act."""
