@@ -214,8 +214,11 @@ def test_drift_is_repaired(cluster: Cluster, namespace: str) -> None:
 def test_removing_a_target_deletes_its_workload_and_deleting_the_model_collects_all(
     cluster: Cluster, namespace: str
 ) -> None:
-    two = minimal("shrink", [{"name": "cpu", "accelerator": "cpu", "replicas": 1},
-                             {"name": "npu", "accelerator": "npu", "placement": "perNode"}])  # fmt: skip
+    targets = [
+        {"name": "cpu", "accelerator": "cpu", "replicas": 1},
+        {"name": "npu", "accelerator": "npu", "placement": "perNode"},
+    ]
+    two = minimal("shrink", targets)
     apply(cluster, namespace, two)
     wait_condition(cluster, namespace, "shrink", "Ready", "True")
     assert cluster.apps.read_namespaced_daemon_set("shrink-npu", namespace)
@@ -233,8 +236,10 @@ def test_removing_a_target_deletes_its_workload_and_deleting_the_model_collects_
 
     cluster.kubectl("delete", "em", "shrink", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_until(
-        lambda: not cluster.apps.list_namespaced_deployment(namespace).items
-        and not cluster.core.list_namespaced_pod(namespace).items,
+        lambda: (
+            not cluster.apps.list_namespaced_deployment(namespace).items
+            and not cluster.core.list_namespaced_pod(namespace).items
+        ),
         timeout=60,
         what="the garbage collector to remove the Deployment and its pods",
     )
@@ -259,9 +264,7 @@ def test_api_server_rejects_invalid_specs_with_a_clear_message(
 ) -> None:
     em = minimal("invalid", [{"name": "cpu", "accelerator": "cpu"}])
     mutate(em["spec"])
-    out = cluster.kubectl(
-        "apply", "-n", namespace, "-f", "-", input=json.dumps(em), check=False
-    )
+    out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(em), check=False)
     assert "is invalid" in out, out
     assert message in out, out
     assert not custom(cluster).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
