@@ -36,7 +36,8 @@ cluster-up: deps tools ## Start the local edge cluster (reuses a running one); F
 	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local edge cluster and delete its state
+cluster-down: ## Stop the local edge cluster (and a demo operator) and delete its state
+	@if [ -f .devcluster/operator.pid ]; then kill "$$(cat .devcluster/operator.pid)" 2>/dev/null || true; fi
 	@$(DEVCLUSTER) down
 
 .PHONY: cluster-status
@@ -64,12 +65,8 @@ test: deps venv tools lint ## Install what is needed, then lint and run every te
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: cluster-up ## The main job: a local edge cluster (then the operator and samples, once they exist)
-	@echo
-	@$(DEVCLUSTER) status
-	@echo
-	@echo "The cluster keeps running. Use it with:  source .devcluster/env"
-	@echo "Stop it with:                            make cluster-down"
+demo: venv cluster-up ## The main job: local edge cluster + operator reconciling the samples in examples/
+	@PY=$(PY) hack/demo.sh
 
 .PHONY: clean
 clean: cluster-down ## Stop the cluster and remove the venv (the binary cache in ~/.cache stays)

@@ -2,7 +2,7 @@
 # Installs the Debian packages the local edge cluster and the tests need, once.
 # Idempotent: packages already present are left alone and apt is not touched.
 set -euo pipefail
-PACKAGES=(openssl ca-certificates)
+PACKAGES=(openssl ca-certificates curl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
