@@ -27,7 +27,7 @@ class KubeGateway:
         result = patch(
             meta["name"],
             meta["namespace"],
-            obj,
+            dict(obj),
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",

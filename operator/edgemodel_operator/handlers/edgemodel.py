@@ -36,7 +36,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 def _children_key(body: kopf.Body) -> tuple[str, str] | None:
     model = body.metadata.labels.get(MODEL_LABEL)
-    return (body.metadata.namespace, model) if model else None
+    return (str(body.metadata.namespace), model) if model else None
 
 
 def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
@@ -60,20 +60,16 @@ def pods_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any
 
 
 def reconcile_edgemodel(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    nodes_index: kopf.Index[None, dict[str, Any]],
-    deployments_index: kopf.Index[tuple[str, str], dict[str, Any]],
-    daemonsets_index: kopf.Index[tuple[str, str], dict[str, Any]],
-    pods_index: kopf.Index[tuple[str, str], dict[str, Any]],
-    **_: Any,
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indices: Any
 ) -> None:
-    key = (body.metadata.namespace, body.metadata.name)
+    key = (str(body.metadata.namespace), str(body.metadata.name))
     observed = Observed(
-        nodes=list(nodes_index.get(None, [])),
-        workloads=[*deployments_index.get(key, []), *daemonsets_index.get(key, [])],
-        pods=list(pods_index.get(key, [])),
+        nodes=list(indices["nodes_index"].get(None, [])),
+        workloads=[
+            *indices["deployments_index"].get(key, []),
+            *indices["daemonsets_index"].get(key, []),
+        ],
+        pods=list(indices["pods_index"].get(key, [])),
     )
     outcome = reconcile(dict(body), observed, memo.writer, memo.config, datetime.now(UTC))
     if outcome.status != dict(body.status):
