@@ -161,9 +161,11 @@ def test_missing_hardware_is_reported_and_fallback_runs_on_cpu(
     nowhere = {"edgeai.dev/site": "nowhere"}
     stuck = minimal("stuck", [{"name": "jetson", "accelerator": "gpu", "placement": "perNode",
                                "nodeSelector": nowhere}])  # fmt: skip
+    # The fleet's GPUs are arm64 Jetsons: an amd64 GPU target finds none and falls back to the
+    # amd64 CPU nodes (the target's own nodeSelector still applies to its fallback).
     rescued = minimal("rescued", [{"name": "jetson", "accelerator": "gpu", "precision": "fp16",
                                    "placement": "perNode", "fallback": "cpu",
-                                   "nodeSelector": nowhere}])  # fmt: skip
+                                   "nodeSelector": {"kubernetes.io/arch": "amd64"}}])  # fmt: skip
     apply(cluster, namespace, stuck)
     apply(cluster, namespace, rescued)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edgemodel_operator.config import DEFAULT_SERVER_IMAGE, ConfigError, load_config
@@ -21,7 +23,9 @@ def test_overrides() -> None:
     config = load_config(
         {
             "EDGEMODEL_NAMESPACES": "line-1, line-2",
-            "EDGEMODEL_ACCELERATORS": '{"gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}',
+            "EDGEMODEL_ACCELERATORS": json.dumps(
+                {"gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}
+            ),
             "EDGEMODEL_SERVER_IMAGE": "registry.local/server:1-{accelerator}",
             "EDGEMODEL_RESYNC_SECONDS": "2.5",
             "EDGEMODEL_LOG_LEVEL": "debug",

@@ -28,7 +28,6 @@ from edgemodel_operator.reconcile.workloads import (
     Owner,
     WorkloadSettings,
     build_workload,
-    workload_name,
 )
 
 TARGET_LABEL = "edgeai.dev/target"
@@ -81,9 +80,11 @@ def reconcile(
     current = {(w["kind"], w["metadata"]["name"]): w for w in observed.workloads}
     events: list[EventSpec] = []
     by_target: dict[str, TargetObservation] = {}
+    desired_keys: set[tuple[str, str]] = set()
     for placement in placements:
         desired = build_workload(owner, spec, placement, settings, rev)
         key = (desired["kind"], desired["metadata"]["name"])
+        desired_keys.add(key)
         live = current.get(key)
         if needs_apply(desired, live):
             verb = "Created" if live is None else "Updated"
@@ -93,14 +94,13 @@ def reconcile(
         pods = [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
         by_target[target] = TargetObservation(workload=live, pods=pods)
 
-    desired_names = {workload_name(name, p.target.name) for p in placements}
-    for stale in orphans(desired_names, observed.workloads):
+    for stale in orphans(desired_keys, observed.workloads):
         kind, child = stale["kind"], stale["metadata"]["name"]
         writer.delete(kind, namespace, child)
         events.append(EventSpec("Normal", "Deleted", f"Deleted {kind} {child}: no target needs it"))
 
     status = build_status(
-        spec=spec,
+        model=name,
         generation=generation,
         revision=rev,
         placements=placements,

@@ -1,0 +1,1 @@
+"""Typed models of the EdgeModel API: spec parsing, accelerator profiles, conditions."""

@@ -1,0 +1,216 @@
+"""The EdgeModel spec as typed, immutable values, parsed from what the API server stored.
+
+The CRD schema and its CEL rules reject bad input at the door; parse_spec re-checks the
+rules the operator relies on (an older CRD may still be installed) and fills defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgemodel_operator.api.accelerators import ACCELERATORS
+from edgemodel_operator.api.errors import InvalidSpec
+
+DEFAULT_PRECISION = {"gpu": "fp16", "npu": "int8", "cpu": "int8"}
+ALLOWED_PRECISION = {
+    "gpu": ("fp32", "fp16", "int8"),
+    "npu": ("int8", "fp16"),
+    "cpu": ("fp32", "int8"),
+}
+PLACEMENTS = ("perNode", "replicas")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_URI = re.compile(r"^(https?|file)://.+")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MAX_UNAVAILABLE = re.compile(r"^[0-9]+%?$")
+
+
+@dataclass(frozen=True)
+class Validation:
+    samples_uri: str | None
+    max_accuracy_drop: float
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    uri: str
+    sha256: str
+    version: str
+    format: str = "onnx"
+    validation: Validation | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    accelerator: str
+    precision: str
+    placement: str = "replicas"
+    replicas: int = 1
+    fallback: str | None = None
+    image: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Probe:
+    period_seconds: int = 5
+    timeout_seconds: int = 2
+    failure_threshold: int = 3
+    startup_timeout_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Serving:
+    port: int = 8080
+    probe: Probe = Probe()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    progress_deadline_seconds: int = 120
+    max_unavailable: int | str = "25%"
+    auto_rollback: bool = True
+
+
+@dataclass(frozen=True)
+class EdgeModelSpec:
+    model: ModelSource
+    targets: tuple[Target, ...]
+    serving: Serving = Serving()
+    rollout: Rollout = Rollout()
+
+
+def _map(raw: Any, where: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidSpec(f"{where} must be an object")
+    return raw
+
+
+def _str(raw: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise InvalidSpec(f"{where}.{key} is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidSpec(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidSpec(f"{where}.{key} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _model(raw: Mapping[str, Any]) -> ModelSource:
+    where = "spec.model"
+    uri = _str(raw, "uri", where, required=True) or ""
+    if not _URI.match(uri):
+        raise InvalidSpec(f"{where}.uri must start with http://, https:// or file://, got {uri!r}")
+    sha = _str(raw, "sha256", where, required=True) or ""
+    if not _SHA256.match(sha):
+        raise InvalidSpec(f"{where}.sha256 must be 64 lowercase hex characters")
+    version = _str(raw, "version", where, required=True) or ""
+    fmt = raw.get("format", "onnx")
+    if fmt != "onnx":
+        raise InvalidSpec(f"{where}.format {fmt!r} is not supported; use onnx")
+    validation = None
+    if "validation" in raw:
+        v = _map(raw["validation"], f"{where}.validation")
+        drop = v.get("maxAccuracyDrop", 0.01)
+        if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= drop <= 1:
+            raise InvalidSpec(f"{where}.validation.maxAccuracyDrop must be between 0 and 1")
+        validation = Validation(_str(v, "samplesUri", f"{where}.validation"), float(drop))
+    return ModelSource(uri=uri, sha256=sha, version=version, format=fmt, validation=validation)
+
+
+def _target(raw: Mapping[str, Any], index: int) -> Target:
+    where = f"spec.targets[{index}]"
+    name = _str(raw, "name", where, required=True) or ""
+    if not _NAME.match(name) or len(name) > 20:
+        raise InvalidSpec(f"{where}.name {name!r} must be a DNS label of at most 20 characters")
+    accelerator = raw.get("accelerator")
+    if accelerator not in ACCELERATORS:
+        raise InvalidSpec(f"{where}.accelerator must be gpu, npu or cpu, got {accelerator!r}")
+    precision = raw.get("precision") or DEFAULT_PRECISION[accelerator]
+    if precision not in ALLOWED_PRECISION[accelerator]:
+        allowed = " or ".join(ALLOWED_PRECISION[accelerator])
+        raise InvalidSpec(f"{where}: {accelerator} targets take {allowed}, not {precision}")
+    placement = raw.get("placement", "replicas")
+    if placement not in PLACEMENTS:
+        raise InvalidSpec(f"{where}.placement must be perNode or replicas, got {placement!r}")
+    if placement == "perNode" and "replicas" in raw:
+        raise InvalidSpec(f"{where}.replicas may only be set when placement is replicas")
+    replicas = _int(raw, "replicas", where, 1, 0, 1000)
+    fallback = raw.get("fallback")
+    if fallback is not None and (fallback not in ACCELERATORS or fallback == accelerator):
+        raise InvalidSpec(f"{where}.fallback must be another accelerator than {accelerator}")
+    selector = _map(raw.get("nodeSelector"), f"{where}.nodeSelector")
+    tolerations = raw.get("tolerations") or []
+    if not isinstance(tolerations, list):
+        raise InvalidSpec(f"{where}.tolerations must be a list")
+    return Target(
+        name=name,
+        accelerator=accelerator,
+        precision=precision,
+        placement=placement,
+        replicas=replicas,
+        fallback=fallback,
+        image=_str(raw, "image", where),
+        node_selector={str(k): str(v) for k, v in selector.items()},
+        tolerations=tuple(dict(t) for t in tolerations),
+        resources=dict(_map(raw.get("resources"), f"{where}.resources")),
+    )
+
+
+def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
+    """Typed spec with defaults filled; InvalidSpec names the first field that is wrong."""
+    model = _model(_map(raw.get("model"), "spec.model"))
+    raw_targets = raw.get("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise InvalidSpec("spec.targets must list at least one target")
+    targets = tuple(_target(_map(t, f"spec.targets[{i}]"), i) for i, t in enumerate(raw_targets))
+    names = [t.name for t in targets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidSpec(f"spec.targets: target names must be unique, repeated: {duplicates}")
+
+    serving_raw = _map(raw.get("serving"), "spec.serving")
+    probe_raw = _map(serving_raw.get("probe"), "spec.serving.probe")
+    pw = "spec.serving.probe"
+    probe = Probe(
+        period_seconds=_int(probe_raw, "periodSeconds", pw, 5, 1, 300),
+        timeout_seconds=_int(probe_raw, "timeoutSeconds", pw, 2, 1, 60),
+        failure_threshold=_int(probe_raw, "failureThreshold", pw, 3, 1, 30),
+        startup_timeout_seconds=_int(probe_raw, "startupTimeoutSeconds", pw, 300, 10, 3600),
+    )
+    serving = Serving(
+        port=_int(serving_raw, "port", "spec.serving", 8080, 1024, 65535), probe=probe
+    )
+
+    rollout_raw = _map(raw.get("rollout"), "spec.rollout")
+    max_unavailable = rollout_raw.get("maxUnavailable", "25%")
+    if isinstance(max_unavailable, bool) or not (
+        (isinstance(max_unavailable, int) and max_unavailable >= 0)
+        or (isinstance(max_unavailable, str) and _MAX_UNAVAILABLE.match(max_unavailable))
+    ):
+        raise InvalidSpec("spec.rollout.maxUnavailable must be a count or a percentage like 25%")
+    auto_rollback = rollout_raw.get("autoRollback", True)
+    if not isinstance(auto_rollback, bool):
+        raise InvalidSpec("spec.rollout.autoRollback must be true or false")
+    rollout = Rollout(
+        progress_deadline_seconds=_int(
+            rollout_raw, "progressDeadlineSeconds", "spec.rollout", 120, 10, 3600
+        ),
+        max_unavailable=max_unavailable,
+        auto_rollback=auto_rollback,
+    )
+    return EdgeModelSpec(model=model, targets=targets, serving=serving, rollout=rollout)

@@ -1,0 +1,1 @@
+"""Pure decision functions: placement, desired workloads, drift, revision and status."""

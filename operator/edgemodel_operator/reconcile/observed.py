@@ -1,0 +1,29 @@
+"""What placement needs to know about a node, read from the Node object as a dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Mapping[str, Any], ...] = ()
+    allocatable: Mapping[str, str] = field(default_factory=dict)
+    schedulable: bool = True
+
+
+def node_info(node: Mapping[str, Any]) -> NodeInfo:
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    return NodeInfo(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple(spec.get("taints") or ()),
+        allocatable={str(k): str(v) for k, v in (status.get("allocatable") or {}).items()},
+        schedulable=not spec.get("unschedulable", False),
+    )

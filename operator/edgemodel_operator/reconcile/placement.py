@@ -1,0 +1,109 @@
+"""Where a target runs: its accelerator's node selector, resource and tolerations, the
+nodes that match them now, and the fallback accelerator when none do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edgemodel_operator.api.accelerators import AcceleratorProfile
+from edgemodel_operator.api.spec import ALLOWED_PRECISION, DEFAULT_PRECISION, Target
+from edgemodel_operator.reconcile.observed import NodeInfo
+
+HARD_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+@dataclass(frozen=True)
+class Placement:
+    target: Target
+    accelerator: str  # the one it runs on: the requested one, or the fallback
+    precision: str
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+    resource: str | None
+    nodes: tuple[str, ...]  # names of the nodes that can run it now
+    fell_back: bool = False
+    message: str = ""  # why it is not where it was asked to be; empty when it is
+
+    @property
+    def has_nodes(self) -> bool:
+        return bool(self.nodes)
+
+
+def selector_text(selector: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def tolerates(taint: Mapping[str, Any], tolerations: Sequence[Mapping[str, Any]]) -> bool:
+    for t in tolerations:
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t.get("key") == taint.get("key")):
+            return True
+        if t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def can_run(
+    node: NodeInfo,
+    selector: Mapping[str, str],
+    resource: str | None,
+    tolerations: Sequence[Mapping[str, Any]],
+) -> bool:
+    if not node.schedulable or any(node.labels.get(k) != v for k, v in selector.items()):
+        return False
+    if resource and node.allocatable.get(resource, "0") in ("0", ""):
+        return False
+    return all(
+        tolerates(taint, tolerations)
+        for taint in node.taints
+        if taint.get("effect") in HARD_EFFECTS
+    )
+
+
+def _candidate(
+    target: Target, accelerator: str, profile: AcceleratorProfile, nodes: Sequence[NodeInfo]
+) -> Placement:
+    selector = {**profile.node_selector, **target.node_selector}
+    tolerations = (*profile.tolerations, *target.tolerations)
+    precision = target.precision
+    if precision not in ALLOWED_PRECISION[accelerator]:
+        precision = DEFAULT_PRECISION[accelerator]
+    matching = sorted(n.name for n in nodes if can_run(n, selector, profile.resource, tolerations))
+    return Placement(
+        target=target,
+        accelerator=accelerator,
+        precision=precision,
+        node_selector=selector,
+        tolerations=tolerations,
+        resource=profile.resource,
+        nodes=tuple(matching),
+    )
+
+
+def _no_nodes(placement: Placement) -> str:
+    what = f"no schedulable node matches {selector_text(placement.node_selector)}"
+    if placement.resource:
+        what += f" with {placement.resource} allocatable"
+    return what
+
+
+def place(
+    target: Target, nodes: Sequence[NodeInfo], profiles: Mapping[str, AcceleratorProfile]
+) -> Placement:
+    """Place on the requested accelerator; when no node has it and a fallback is set, place
+    on the fallback (the target's own nodeSelector and tolerations still apply)."""
+    first = _candidate(target, target.accelerator, profiles[target.accelerator], nodes)
+    if first.has_nodes:
+        return first
+    reason = f"target {target.name}: {_no_nodes(first)}"
+    if target.fallback is None:
+        return replace(first, message=reason)
+    second = _candidate(target, target.fallback, profiles[target.fallback], nodes)
+    if not second.has_nodes:
+        return replace(first, message=f"{reason}; fallback {target.fallback}: {_no_nodes(second)}")
+    precision = "" if second.precision == target.precision else f" in {second.precision}"
+    note = f"{reason}; running on {target.fallback}{precision} (fallback)"
+    return replace(second, fell_back=True, message=note)

@@ -1,0 +1,195 @@
+"""Status from placements and what the children report; Events from status transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from edgemodel_operator.api import conditions as c
+from edgemodel_operator.reconcile.placement import Placement
+from edgemodel_operator.reconcile.workloads import running_image, workload_name
+
+MAX_NODES_LISTED = 20
+
+
+@dataclass(frozen=True)
+class TargetObservation:
+    workload: Mapping[str, Any] | None
+    pods: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    desired: int
+    ready: int
+    updated: int
+    current: bool  # the controller has seen the latest generation of the workload
+
+
+def counts(workload: Mapping[str, Any] | None) -> Counts:
+    if workload is None:
+        return Counts(0, 0, 0, False)
+    meta, spec = workload.get("metadata") or {}, workload.get("spec") or {}
+    status = workload.get("status") or {}
+    current = status.get("observedGeneration", 0) >= meta.get("generation", 1)
+    if workload.get("kind") == "DaemonSet":
+        return Counts(
+            desired=int(status.get("desiredNumberScheduled", 0)),
+            ready=int(status.get("numberReady", 0)),
+            updated=int(status.get("updatedNumberScheduled", 0)),
+            current=current,
+        )
+    return Counts(
+        desired=int(spec.get("replicas", 1)),
+        ready=int(status.get("readyReplicas", 0)),
+        updated=int(status.get("updatedReplicas", 0)),
+        current=current,
+    )
+
+
+def _nodes(pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted(
+        {
+            str(p["spec"]["nodeName"])
+            for p in pods
+            if (p.get("spec") or {}).get("nodeName")
+            and not (p.get("metadata") or {}).get("deletionTimestamp")
+        }
+    )
+
+
+def _target_ready(counts_: Counts, placement: Placement) -> bool:
+    return (
+        placement.has_nodes
+        and counts_.current
+        and counts_.ready >= counts_.desired
+        and counts_.updated >= counts_.desired
+    )
+
+
+def build_status(
+    *,
+    model: str,
+    generation: int,
+    revision: str,
+    placements: Sequence[Placement],
+    observed: Mapping[str, TargetObservation],
+    previous: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    targets: list[dict[str, Any]] = []
+    not_ready: list[str] = []
+    rolling: list[str] = []  # not ready, but with nodes to run on: the rollout is under way
+    for p in placements:
+        seen = observed.get(p.target.name, TargetObservation(None))
+        n = counts(seen.workload)
+        nodes = _nodes(seen.pods)
+        targets.append(
+            {
+                "name": p.target.name,
+                "accelerator": p.accelerator,
+                "requestedAccelerator": p.target.accelerator,
+                "precision": p.precision,
+                "placement": p.target.placement,
+                "workload": workload_name(model, p.target.name),
+                "image": running_image(seen.workload) or "",
+                "desired": n.desired,
+                "ready": n.ready,
+                "updated": n.updated,
+                "nodes": nodes[:MAX_NODES_LISTED],
+                "nodeCount": len(nodes),
+            }
+        )
+        if not _target_ready(n, p):
+            not_ready.append(f"{p.target.name} {n.ready}/{n.desired} ready")
+            if p.has_nodes:
+                rolling.append(not_ready[-1])
+
+    missing = [p.message for p in placements if not p.has_nodes]
+    fell_back = [p.message for p in placements if p.fell_back]
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+
+    def put(type_: str, ok: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = c.set_condition(conds, type_, ok, reason, message, generation, now)
+
+    total = len(placements)
+    ready_count = total - len(not_ready)
+    if missing:
+        put(c.DEGRADED, True, c.NO_MATCHING_NODES, "; ".join(missing))
+        put(c.READY, False, c.NO_MATCHING_NODES, "; ".join(missing))
+    else:
+        if fell_back:
+            put(c.DEGRADED, True, c.FELL_BACK, "; ".join(fell_back))
+        else:
+            put(c.DEGRADED, False, c.AS_EXPECTED, "Every target runs on its own accelerator")
+        if not_ready:
+            put(c.READY, False, c.TARGETS_NOT_READY, "Waiting for " + ", ".join(not_ready))
+        else:
+            put(c.READY, True, c.ALL_TARGETS_READY, f"All {total} targets are ready")
+    if rolling:
+        put(c.PROGRESSING, True, c.ROLLING_OUT, f"Rolling out {revision}: " + ", ".join(rolling))
+    else:
+        put(c.PROGRESSING, False, c.ROLLED_OUT, f"Revision {revision} is rolled out")
+
+    if missing:
+        phase = "Degraded"
+    elif not_ready:
+        phase = "Progressing"
+    else:
+        phase = "Ready"
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "revision": revision,
+        "targetsReady": f"{ready_count}/{total}",
+        "targets": targets,
+        "conditions": conds,
+    }
+
+
+def invalid_status(
+    previous: Mapping[str, Any], generation: int, message: str, now: datetime
+) -> dict[str, Any]:
+    """The spec cannot be acted on: say so and leave what runs untouched."""
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    for type_, ok in ((c.READY, False), (c.PROGRESSING, False), (c.DEGRADED, True)):
+        conds = c.set_condition(conds, type_, ok, c.INVALID_SPEC, message, generation, now)
+    return {**previous, "observedGeneration": generation, "phase": "Failed", "conditions": conds}
+
+
+def _reason_status(status: Mapping[str, Any], type_: str) -> tuple[str, str, str]:
+    cond = c.get_condition(status.get("conditions") or [], type_) or {}
+    return (
+        str(cond.get("status", "Unknown")),
+        str(cond.get("reason", "")),
+        str(cond.get("message", "")),
+    )
+
+
+def events_for(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[EventSpec]:
+    """Events for the transitions between two statuses: nothing when nothing changed."""
+    events: list[EventSpec] = []
+    was, was_reason, _ = _reason_status(previous, c.DEGRADED)
+    now, reason, message = _reason_status(status, c.DEGRADED)
+    if now == "True" and (was != "True" or was_reason != reason):
+        kind = "Normal" if reason == c.FELL_BACK else "Warning"
+        events.append(EventSpec(kind, reason, message))
+    elif now == "False" and was == "True":
+        events.append(EventSpec("Normal", "Recovered", f"No longer degraded ({was_reason})"))
+    was_ready, _, _ = _reason_status(previous, c.READY)
+    ready, ready_reason, ready_message = _reason_status(status, c.READY)
+    if ready == "True" and was_ready != "True":
+        events.append(EventSpec("Normal", "Ready", ready_message))
+    elif ready == "False" and was_ready == "True" and ready_reason == c.TARGETS_NOT_READY:
+        events.append(EventSpec("Warning", "NotReady", ready_message))
+    return events
