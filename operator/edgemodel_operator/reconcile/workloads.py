@@ -150,7 +150,7 @@ def build_workload(
     if placement.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     template = {
-        "metadata": {"labels": labels, "annotations": {REVISION: revision}},
+        "metadata": {"labels": dict(labels), "annotations": {REVISION: revision}},
         "spec": pod_spec,
     }
     max_unavailable = spec.rollout.max_unavailable

@@ -1,0 +1,108 @@
+"""reconcile() with a recording writer: children, status, conditions and Events over a
+sequence of observations, the way the operator sees a model come up."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fixtures import FLEET, edgemodel
+
+from edgemodel_operator.config import load_config
+from edgemodel_operator.services.reconcile import Observed, reconcile
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CONFIG = load_config({})
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+        self.deleted: list[tuple[str, str, str]] = []
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(dict(obj))
+        stored["metadata"]["generation"] = 1
+        self.applied.append(stored)
+        return stored
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, namespace, name))
+
+
+def ready(workload: dict[str, Any], n: int) -> dict[str, Any]:
+    done = copy.deepcopy(workload)
+    done["status"] = {"observedGeneration": 1, "readyReplicas": n, "updatedReplicas": n}
+    return done
+
+
+def pod(target: str, node: str) -> dict[str, Any]:
+    labels = {"edgeai.dev/edgemodel": "digits", "edgeai.dev/target": target}
+    return {"metadata": {"labels": labels}, "spec": {"nodeName": node}, "status": {}}
+
+
+def cond(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_create_then_ready_then_steady() -> None:
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2}])
+    writer = RecordingWriter()
+    first = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
+    (created,) = writer.applied
+    assert (created["kind"], created["metadata"]["name"]) == ("Deployment", "digits-cpu")
+    assert first.status["phase"] == "Progressing"
+    assert cond(first.status, "Ready")["status"] == "False"
+    assert cond(first.status, "Progressing")["reason"] == "RollingOut"
+    assert [e.reason for e in first.events] == ["Created"]
+
+    body["status"] = first.status
+    live = ready(created, 2)
+    pods = [pod("cpu", "cpu-0"), pod("cpu", "cpu-1")]
+    second = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0 + timedelta(1))
+    assert len(writer.applied) == 1  # nothing drifted: no write
+    assert second.status["phase"] == "Ready"
+    assert second.status["targetsReady"] == "1/1"
+    assert second.status["targets"][0]["nodes"] == ["cpu-0", "cpu-1"]
+    assert cond(second.status, "Ready")["lastTransitionTime"] == "2026-11-26T12:00:00Z"
+    assert [(e.type, e.reason) for e in second.events] == [("Normal", "Ready")]
+
+    body["status"] = second.status
+    third = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0 + timedelta(2))
+    assert third.status == second.status and third.events == []
+
+
+def test_removed_target_is_deleted() -> None:
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu"}])
+    stale = {"kind": "DaemonSet", "metadata": {"name": "digits-npu", "labels": {}}}
+    writer = RecordingWriter()
+    outcome = reconcile(body, Observed(FLEET, [stale], []), writer, CONFIG, T0)
+    assert writer.deleted == [("DaemonSet", "line-3", "digits-npu")]
+    assert "Deleted" in [e.reason for e in outcome.events]
+
+
+def test_no_matching_nodes_is_degraded_with_a_warning() -> None:
+    body = edgemodel(
+        targets=[{"name": "x", "accelerator": "gpu", "nodeSelector": {"site": "nowhere"}}]
+    )
+    outcome = reconcile(body, Observed(FLEET, [], []), RecordingWriter(), CONFIG, T0)
+    degraded = cond(outcome.status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "NoMatchingNodes")
+    assert "edgeai.dev/accelerator=gpu" in degraded["message"]
+    assert outcome.status["phase"] == "Degraded"
+    assert ("Warning", "NoMatchingNodes") in [(e.type, e.reason) for e in outcome.events]
+
+
+def test_invalid_spec_keeps_children_and_says_why() -> None:
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "precision": "fp16"}])
+    body["status"] = {"revision": "abc", "targets": [{"name": "cpu"}]}
+    writer = RecordingWriter()
+    outcome = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
+    assert writer.applied == [] and writer.deleted == []
+    assert outcome.status["phase"] == "Failed"
+    assert outcome.status["revision"] == "abc"
+    assert cond(outcome.status, "Ready")["reason"] == "InvalidSpec"
+    assert "fp32 or int8" in cond(outcome.status, "Degraded")["message"]
+    assert [e.reason for e in outcome.events] == ["InvalidSpec"]
