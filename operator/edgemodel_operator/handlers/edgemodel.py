@@ -62,6 +62,8 @@ def pods_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any
 def reconcile_edgemodel(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indices: Any
 ) -> None:
+    if body.metadata.deletion_timestamp:
+        return  # the garbage collector removes the children; recreating them would fight it
     key = (str(body.metadata.namespace), str(body.metadata.name))
     observed = Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
@@ -86,6 +88,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         configure(settings, memo, **kwargs)
 
     kopf.on.startup(registry=registry)(startup)
+    # A registry of our own starts empty: log in the way the kubernetes client does
+    # (in-cluster service account, else KUBECONFIG).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
     kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry)(deployments_index)
     kopf.index("apps", "v1", "daemonsets", labels=MANAGED, registry=registry)(daemonsets_index)
