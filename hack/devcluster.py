@@ -593,6 +593,9 @@ def start_control_plane(layout: Layout) -> None:
         "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
         f"--server-address=127.0.0.1:{p.kwok}",
         "--cidr=10.0.0.0/16", "--node-ip=10.0.0.1",
+        # kwok renews each node's Lease; its heartbeat stage then writes node status only
+        # every ~10 minutes. Without leases the nodes flap NotReady every node-monitor period.
+        "--node-lease-duration-seconds=40",
     ])  # fmt: skip
     wait_until(layout, "kwok", lambda: http_ok(f"http://127.0.0.1:{p.kwok}/healthz"), 30)
 

@@ -8,9 +8,22 @@ import sys
 import structlog
 
 
+def kopf_object(
+    _: object, __: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Lift the object kopf logs about (its LogRecord's k8s_ref) into namespace/name."""
+    ref = getattr(event_dict.get("_record"), "k8s_ref", None)
+    if isinstance(ref, dict):
+        for key in ("namespace", "name"):
+            if ref.get(key):
+                event_dict.setdefault(key, ref[key])
+    return event_dict
+
+
 def configure_logging(level: str) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        kopf_object,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -35,3 +48,6 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if level != "DEBUG":
+        # kopf reports every timer tick as "succeeded"; our own logs say what changed.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import structlog
 
 from edgemodel_operator.adapters import kube
 from edgemodel_operator.config import Config
@@ -21,6 +22,7 @@ from edgemodel_operator.services.reconcile import Observed, reconcile
 GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
 MANAGED = {"app.kubernetes.io/managed-by": "edgemodel-operator"}
 MODEL_LABEL = "edgeai.dev/edgemodel"
+LOG = structlog.get_logger("edgemodel_operator")
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -76,7 +78,9 @@ def reconcile_edgemodel(
     outcome = reconcile(dict(body), observed, memo.writer, memo.config, datetime.now(UTC))
     if outcome.status != dict(body.status):
         patch.status.update(outcome.status)
+    log = LOG.bind(namespace=key[0], name=key[1], generation=body.metadata.get("generation"))
     for event in outcome.events:
+        log.info(event.message, reason=event.reason, type=event.type)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
