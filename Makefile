@@ -46,15 +46,15 @@ cluster-status: ## Show the cluster's processes and nodes
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy and the import-linter contracts
-	$(VENV)/bin/ruff check operator tests hack
-	$(VENV)/bin/ruff format --check operator tests hack
+	$(VENV)/bin/ruff check operator tests hack images/server
+	$(VENV)/bin/ruff format --check operator tests hack images/server
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 .PHONY: format
 format: venv ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix operator tests hack
-	$(VENV)/bin/ruff format operator tests hack
+	$(VENV)/bin/ruff check --fix operator tests hack images/server
+	$(VENV)/bin/ruff format operator tests hack images/server
 
 .PHONY: unit
 unit: venv ## Unit tests only (no cluster)

@@ -52,6 +52,6 @@ cat <<MSG
 The cluster and the operator keep running. Try:
   source $STATE/env
   kubectl explain edgemodel.spec.targets
-  kubectl describe edgemodel -n $NS mixed-fleet
+  kubectl describe edgemodel -n $NS digits-fleet
 Stop everything with: make cluster-down
 MSG

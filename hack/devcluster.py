@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLEET = "gpu=3,npu=3,cpu=6"
+NPU_SLOTS = 4
 SERVICE_CIDR = "10.96.0.0/16"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -349,12 +350,12 @@ def node_kinds(accelerator: str, index: int) -> NodeKind:
             ({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},),
         )  # fmt: skip
     if accelerator == "npu":
-        # Alternate an Intel NPU box (amd64) and a Rockchip RK3588 board (arm64).
+        # Alternate an Intel NPU box (amd64) and a Rockchip RK3588 board (arm64). NPU device
+        # plugins share one device between a few models (slots); a GPU is exclusive.
+        npu = {"edgeai.dev/npu": str(NPU_SLOTS)}
         if index % 2 == 0:
-            return NodeKind(
-                "npu", "amd64", "intel-core-ultra-npu", "8", "16Gi", {"edgeai.dev/npu": "1"}
-            )
-        return NodeKind("npu", "arm64", "rockchip-rk3588", "8", "8Gi", {"edgeai.dev/npu": "1"})
+            return NodeKind("npu", "amd64", "intel-core-ultra-npu", "8", "16Gi", npu)
+        return NodeKind("npu", "arm64", "rockchip-rk3588", "8", "8Gi", npu)
     return NodeKind("cpu", "amd64", "edge-x86-small", "4", "8Gi", {})
 
 

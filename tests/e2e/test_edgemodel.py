@@ -188,6 +188,22 @@ def test_missing_hardware_is_reported_and_fallback_runs_on_cpu(
     assert pods and {accelerators[p.spec.node_name] for p in pods} == {"cpu"}
 
 
+def test_more_replicas_than_gpus_says_which_pods_cannot_be_scheduled(
+    cluster: Cluster, namespace: str
+) -> None:
+    gpus = sum(1 for acc in node_accelerators(cluster).values() if acc == "gpu")
+    apply(cluster, namespace, minimal("greedy", [{"name": "gpu", "accelerator": "gpu",
+                                                  "replicas": gpus + 1}]))  # fmt: skip
+    em = wait_condition(cluster, namespace, "greedy", "Degraded", "True")
+    degraded = condition(em, "Degraded")
+    assert degraded["reason"] == "Unschedulable"
+    assert "pod(s) cannot be scheduled" in degraded["message"]
+    assert "Insufficient nvidia.com/gpu" in degraded["message"]
+    assert em["status"]["phase"] == "Degraded"
+    (t,) = em["status"]["targets"]
+    assert t["desired"] == gpus + 1 and t["nodeCount"] <= gpus  # one pod per exclusive GPU
+
+
 def test_drift_is_repaired(cluster: Cluster, namespace: str) -> None:
     apply(cluster, namespace, minimal("drift", [{"name": "cpu", "accelerator": "cpu",
                                                  "replicas": 2}]))  # fmt: skip

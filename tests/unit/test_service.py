@@ -106,3 +106,26 @@ def test_invalid_spec_keeps_children_and_says_why() -> None:
     assert cond(outcome.status, "Ready")["reason"] == "InvalidSpec"
     assert "fp32 or int8" in cond(outcome.status, "Degraded")["message"]
     assert [e.reason for e in outcome.events] == ["InvalidSpec"]
+
+
+def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
+    body = edgemodel(targets=[{"name": "gpu", "accelerator": "gpu", "replicas": 4}])
+    writer = RecordingWriter()
+    reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
+    live = ready(writer.applied[0], 2)
+    pending = pod("gpu", "")
+    pending["status"] = {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/5 nodes are available: 2 Insufficient nvidia.com/gpu, 3 node(s) didn't "
+                   "match Pod's node affinity/selector. preemption: 0/5 nodes are available",
+    }]}  # fmt: skip
+    pods = [pod("gpu", "gpu-0"), pod("gpu", "gpu-1"), pending, pending]
+    outcome = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0)
+    degraded = cond(outcome.status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")
+    assert degraded["message"] == (
+        "target gpu: 2 pod(s) cannot be scheduled: 0/5 nodes are available: 2 Insufficient "
+        "nvidia.com/gpu, 3 node(s) didn't match Pod's node affinity/selector."
+    )
+    assert cond(outcome.status, "Ready")["reason"] == "Unschedulable"
+    assert ("Warning", "Unschedulable") in [(e.type, e.reason) for e in outcome.events]

@@ -18,6 +18,7 @@ ROLLED_OUT = "RolledOut"
 AS_EXPECTED = "AsExpected"
 NO_MATCHING_NODES = "NoMatchingNodes"
 FELL_BACK = "FellBack"
+UNSCHEDULABLE = "Unschedulable"
 INVALID_SPEC = "InvalidSpec"
 
 

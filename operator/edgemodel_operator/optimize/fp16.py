@@ -61,9 +61,7 @@ def convert(source: Path, dest: Path) -> Path:
         with warnings.catch_warnings():
             # Tiny weights flushed to float16's range are expected, not news.
             warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
-            converted: onnx.ModelProto = float16.convert_float_to_float16(
-                model, keep_io_types=True
-            )
+            converted: onnx.ModelProto = float16.convert_float_to_float16(model, keep_io_types=True)
     except Exception as err:  # the converter raises plain Exceptions and ValueErrors
         raise OptimizeError(f"float16 conversion of {source.name} failed: {err}") from err
     onnx.save(converted, str(dest))

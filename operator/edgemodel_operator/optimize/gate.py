@@ -62,7 +62,9 @@ def _run(model: Path, x: npt.NDArray[Any], output: str | None) -> tuple[str, npt
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise OptimizeError(f"the gate supports models with one input; {model.name} has {len(inputs)}")
+        raise OptimizeError(
+            f"the gate supports models with one input; {model.name} has {len(inputs)}"
+        )
     first = inputs[0]
     if output is None:
         outs = session.get_outputs()
@@ -96,7 +98,9 @@ def evaluate(
     name, ref = _run(reference, samples.x, output)
     _, cand = _run(candidate, samples.x, name)
     if ref.shape != cand.shape:
-        raise OptimizeError(f"output {name!r} has shape {cand.shape} in the variant, {ref.shape} in fp32")
+        raise OptimizeError(
+            f"output {name!r} has shape {cand.shape} in the variant, {ref.shape} in fp32"
+        )
     ref_top, cand_top = _top1(ref), _top1(cand)
     agreement = float(np.mean(ref_top == cand_top))
     max_abs = float(np.max(np.abs(ref - cand))) if ref.size else 0.0

@@ -78,9 +78,7 @@ def quantize_dynamic(source: Path, dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="int8-") as work:
         prepared = preprocess(source, Path(work) / "prepared.onnx")
         try:
-            quantization.quantize_dynamic(
-                prepared, dest, weight_type=quantization.QuantType.QInt8
-            )
+            quantization.quantize_dynamic(prepared, dest, weight_type=quantization.QuantType.QInt8)
         except Exception as err:  # onnxruntime's quantizer raises assorted error types
             raise OptimizeError(
                 f"dynamic int8 quantization of {source.name} failed: {err}"
@@ -106,7 +104,7 @@ def _quantize_static(name: str, prepared: Path, dest: Path, samples: Samples) ->
             quant_format=quantization.QuantFormat.QDQ,
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
-            per_channel=False,  # per-tensor: what every NPU toolchain accepts
+            per_channel=False,  # per-tensor scales (per-channel trips an onnxruntime bug on Gemm)
             calibrate_method=quantization.CalibrationMethod.MinMax,
         )
     except Exception as err:

@@ -67,6 +67,18 @@ def _nodes(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     )
 
 
+def unschedulable(pods: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """How many pods the scheduler cannot place, and its explanation for one of them."""
+    count, why = 0, ""
+    for p in pods:
+        for cond in (p.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                count += 1
+                # "0/12 nodes are available: 3 Insufficient nvidia.com/gpu, ... . preemption: ..."
+                why = why or str(cond.get("message", "")).split(". ")[0].rstrip(".") + "."
+    return count, why
+
+
 def _target_ready(counts_: Counts, placement: Placement) -> bool:
     return (
         placement.has_nodes
@@ -89,6 +101,7 @@ def build_status(
     targets: list[dict[str, Any]] = []
     not_ready: list[str] = []
     rolling: list[str] = []  # not ready, but with nodes to run on: the rollout is under way
+    blocked: list[str] = []  # pods the scheduler cannot place (device taken, too little CPU)
     for p in placements:
         seen = observed.get(p.target.name, TargetObservation(None))
         n = counts(seen.workload)
@@ -113,6 +126,9 @@ def build_status(
             not_ready.append(f"{p.target.name} {n.ready}/{n.desired} ready")
             if p.has_nodes:
                 rolling.append(not_ready[-1])
+        stuck, why = unschedulable(seen.pods)
+        if stuck:
+            blocked.append(f"target {p.target.name}: {stuck} pod(s) cannot be scheduled: {why}")
 
     missing = [p.message for p in placements if not p.has_nodes]
     fell_back = [p.message for p in placements if p.fell_back]
@@ -127,6 +143,9 @@ def build_status(
     if missing:
         put(c.DEGRADED, True, c.NO_MATCHING_NODES, "; ".join(missing))
         put(c.READY, False, c.NO_MATCHING_NODES, "; ".join(missing))
+    elif blocked:
+        put(c.DEGRADED, True, c.UNSCHEDULABLE, "; ".join(blocked))
+        put(c.READY, False, c.UNSCHEDULABLE, "; ".join(blocked))
     else:
         if fell_back:
             put(c.DEGRADED, True, c.FELL_BACK, "; ".join(fell_back))
@@ -141,7 +160,7 @@ def build_status(
     else:
         put(c.PROGRESSING, False, c.ROLLED_OUT, f"Revision {revision} is rolled out")
 
-    if missing:
+    if missing or blocked:
         phase = "Degraded"
     elif not_ready:
         phase = "Progressing"

@@ -1,0 +1,65 @@
+"""`python -m edgemodel_server`: serve the model named by the EDGEMODEL_* variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from edgemodel_server.app import create_server, drain
+from edgemodel_server.config import ConfigError, load_config
+
+log = logging.getLogger("edgemodel_server")
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(os.environ)
+    except ConfigError as err:
+        log.error("Invalid configuration: %s", err)
+        return 2
+    try:
+        server = create_server(config)
+    except OSError as err:
+        log.error("Could not listen on %s:%d: %s", config.host, config.port, err)
+        return 1
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("Received %s; draining", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever() to return: call it from another thread.
+        threading.Thread(
+            target=drain, args=(server, config.shutdown_grace_seconds), name="drain"
+        ).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "Serving model %s (%s, accelerator %s) on http://%s:%d",
+        config.model_name,
+        config.model_path,
+        config.accelerator,
+        config.host,
+        server.port,
+    )
+    server.serve_forever(poll_interval=0.2)
+    for thread in threading.enumerate():
+        if thread.name == "drain":
+            thread.join()
+    log.info("Stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

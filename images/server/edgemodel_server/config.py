@@ -1,0 +1,81 @@
+"""Server settings, read once at start-up from EDGEMODEL_* environment variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ACCELERATORS = ("cpu", "gpu", "npu")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A bad EDGEMODEL_* setting; the message names the variable and what is expected."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_name: str
+    model_path: Path
+    model_version: str
+    accelerator: str  # cpu | gpu | npu
+    cpu_fallback: bool
+    host: str
+    port: int  # 0 picks a free port
+    shutdown_grace_seconds: float = 10.0
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def load_config(env: Mapping[str, str]) -> ServerConfig:
+    """Parse the EDGEMODEL_* variables; raise ConfigError naming the first bad one."""
+    name = env.get("EDGEMODEL_MODEL_NAME", "model").strip()
+    if not name or "/" in name or any(c.isspace() for c in name):
+        raise ConfigError(
+            f"EDGEMODEL_MODEL_NAME must be a non-empty name without '/' or spaces, got {name!r}"
+        )
+    path = Path(env.get("EDGEMODEL_MODEL_PATH", "/models/model.onnx").strip())
+    version = env.get("EDGEMODEL_MODEL_VERSION", "1").strip()
+    if not version or "/" in version:
+        raise ConfigError(f"EDGEMODEL_MODEL_VERSION must be non-empty without '/', got {version!r}")
+    accelerator = env.get("EDGEMODEL_ACCELERATOR", "cpu").strip().lower()
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"EDGEMODEL_ACCELERATOR must be cpu, gpu or npu, got {accelerator!r}")
+    raw_port = env.get("EDGEMODEL_PORT", "8080").strip()
+    try:
+        port = int(raw_port)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"EDGEMODEL_PORT must be a port number 0..65535, got {raw_port!r}")
+    raw_grace = env.get("EDGEMODEL_SHUTDOWN_GRACE_SECONDS", "10").strip()
+    try:
+        grace = float(raw_grace)
+    except ValueError:
+        grace = -1.0
+    if not 0 <= grace <= 3600:
+        raise ConfigError(
+            f"EDGEMODEL_SHUTDOWN_GRACE_SECONDS must be 0..3600 seconds, got {raw_grace!r}"
+        )
+    return ServerConfig(
+        model_name=name,
+        model_path=path,
+        model_version=version,
+        accelerator=accelerator,
+        cpu_fallback=_flag(env, "EDGEMODEL_CPU_FALLBACK", default=False),
+        host=env.get("EDGEMODEL_HOST", "127.0.0.1").strip() or "127.0.0.1",
+        port=port,
+        shutdown_grace_seconds=grace,
+    )
