@@ -23,6 +23,7 @@ class Config:
     resync_seconds: float
     log_level: str
     health_address: str  # host:port of the liveness endpoint
+    metrics_address: str = ""  # host:port of /metrics; empty: no metrics endpoint
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -59,10 +60,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         raise ConfigError(
             f"EDGEMODEL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
         )
-    health = env.get("EDGEMODEL_HEALTH_ADDRESS", "127.0.0.1:8081")
-    host, _, port = health.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"EDGEMODEL_HEALTH_ADDRESS must be host:port, got {health!r}")
+    health = _address(env, "EDGEMODEL_HEALTH_ADDRESS", "127.0.0.1:8081")
+    metrics = _address(env, "EDGEMODEL_METRICS_ADDRESS", "")
     return Config(
         namespaces=namespaces,
         accelerators=accelerators,
@@ -70,4 +69,13 @@ def load_config(env: Mapping[str, str]) -> Config:
         resync_seconds=resync_seconds,
         log_level=log_level,
         health_address=health,
+        metrics_address=metrics,
     )
+
+
+def _address(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default).strip()
+    host, _, port = value.rpartition(":")
+    if value and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+        raise ConfigError(f"{name} must be host:port, got {value!r}")
+    return value

@@ -107,8 +107,16 @@ def test_every_property_has_a_description() -> None:
 
 def test_printer_columns_in_order() -> None:
     columns = version()["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Ready", "Phase", "Version", "Targets", "Age", "Reason"]
-    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1]
+    assert [c["name"] for c in columns] == [
+        "Ready",
+        "Phase",
+        "Version",
+        "Targets",
+        "Age",
+        "Stable",
+        "Reason",
+    ]
+    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1]
 
 
 def test_checker_catches_mistakes() -> None:

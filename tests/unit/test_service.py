@@ -38,9 +38,15 @@ def ready(workload: dict[str, Any], n: int) -> dict[str, Any]:
     return done
 
 
-def pod(target: str, node: str) -> dict[str, Any]:
+def pod(target: str, node: str, revision: str = "", ready: bool = True) -> dict[str, Any]:
     labels = {"edgeai.dev/edgemodel": "digits", "edgeai.dev/target": target}
-    return {"metadata": {"labels": labels}, "spec": {"nodeName": node}, "status": {}}
+    meta = {
+        "name": f"{target}-{node}",
+        "labels": labels,
+        "annotations": {"edgeai.dev/revision": revision},
+    }
+    status = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return {"metadata": meta, "spec": {"nodeName": node}, "status": status}  # fmt: skip
 
 
 def cond(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
@@ -59,19 +65,28 @@ def test_create_then_ready_then_steady() -> None:
     assert [e.reason for e in first.events] == ["Created"]
 
     body["status"] = first.status
+    rev = first.status["revision"]
     live = ready(created, 2)
-    pods = [pod("cpu", "cpu-0"), pod("cpu", "cpu-1")]
-    second = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0 + timedelta(1))
+    pods = [pod("cpu", "cpu-0", rev), pod("cpu", "cpu-1", rev)]
+    t1 = T0 + timedelta(seconds=2)
+    second = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, t1)
     assert len(writer.applied) == 1  # nothing drifted: no write
     assert second.status["phase"] == "Ready"
     assert second.status["targetsReady"] == "1/1"
     assert second.status["targets"][0]["nodes"] == ["cpu-0", "cpu-1"]
-    assert cond(second.status, "Ready")["lastTransitionTime"] == "2026-11-26T12:00:00Z"
+    assert cond(second.status, "Ready")["lastTransitionTime"] == "2026-11-25T12:00:02Z"
+    assert cond(second.status, "Progressing")["reason"] == "Stabilizing"
     assert [(e.type, e.reason) for e in second.events] == [("Normal", "Ready")]
 
-    body["status"] = second.status
-    third = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0 + timedelta(2))
-    assert third.status == second.status and third.events == []
+    body["status"] = second.status  # 15 s later (3 probe periods of 5 s): promoted
+    t2 = t1 + timedelta(seconds=15)
+    third = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, t2)
+    assert third.status["stableRevision"] == rev
+    assert [e.reason for e in third.events] == ["Promoted"]
+
+    body["status"] = third.status
+    fourth = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, t2 + timedelta(1))
+    assert fourth.status == third.status and fourth.events == []
 
 
 def test_removed_target_is_deleted() -> None:
@@ -120,6 +135,7 @@ def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
                    "match Pod's node affinity/selector. preemption: 0/5 nodes are available",
     }]}  # fmt: skip
     pods = [pod("gpu", "gpu-0"), pod("gpu", "gpu-1"), pending, pending]
+    pending["spec"] = {}
     outcome = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0)
     degraded = cond(outcome.status, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")

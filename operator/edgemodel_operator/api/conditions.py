@@ -9,6 +9,7 @@ from typing import Any
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+ROLLED_BACK_TYPE = "RolledBack"
 
 # Reasons (CamelCase, stable: users alert on them).
 ALL_TARGETS_READY = "AllTargetsReady"
@@ -20,6 +21,9 @@ NO_MATCHING_NODES = "NoMatchingNodes"
 FELL_BACK = "FellBack"
 UNSCHEDULABLE = "Unschedulable"
 INVALID_SPEC = "InvalidSpec"
+ROLLED_BACK = "RolledBack"
+HELD = "Held"
+STABILIZING = "Stabilizing"
 
 
 def timestamp(now: datetime) -> str:
@@ -56,5 +60,5 @@ def set_condition(
     }
     out = [dict(c) for c in conditions if c.get("type") != type_]
     out.append(new)
-    order = {READY: 0, PROGRESSING: 1, DEGRADED: 2}
+    order = {READY: 0, PROGRESSING: 1, DEGRADED: 2, ROLLED_BACK_TYPE: 3}
     return sorted(out, key=lambda c: (order.get(c["type"], 9), c["type"]))

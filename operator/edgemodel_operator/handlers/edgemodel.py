@@ -8,25 +8,34 @@ register() attaches the handlers to a registry once the configuration is known."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 import structlog
 
-from edgemodel_operator.adapters import kube
+from edgemodel_operator.adapters import kube, metrics_http
 from edgemodel_operator.config import Config
+from edgemodel_operator.metrics import Metrics
+from edgemodel_operator.reconcile.status import status_patch
 from edgemodel_operator.services.reconcile import Observed, reconcile
 
 GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
 MANAGED = {"app.kubernetes.io/managed-by": "edgemodel-operator"}
 MODEL_LABEL = "edgeai.dev/edgemodel"
 LOG = structlog.get_logger("edgemodel_operator")
+ROLLBACKS = "edgemodel_rollbacks_total"
+EVENTS = "edgemodel_events_total"
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.writer = kube.connect()
+    memo.metrics = Metrics()
+    if memo.config.metrics_address:
+        metrics_http.serve(memo.config.metrics_address, memo.metrics.render)
     # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeai.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -75,12 +84,20 @@ def reconcile_edgemodel(
         ],
         pods=list(indices["pods_index"].get(key, [])),
     )
+    started = time.perf_counter()
     outcome = reconcile(dict(body), observed, memo.writer, memo.config, datetime.now(UTC))
-    if outcome.status != dict(body.status):
-        patch.status.update(outcome.status)
+    memo.metrics.observe_reconcile(time.perf_counter() - started)
+    changes = status_patch(dict(body.status), outcome.status)
+    if changes:
+        patch.status.update(changes)
     log = LOG.bind(namespace=key[0], name=key[1], generation=body.metadata.get("generation"))
+    if outcome.action == "RollBack":
+        memo.metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
+                           namespace=key[0], edgemodel=key[1])  # fmt: skip
     for event in outcome.events:
         log.info(event.message, reason=event.reason, type=event.type)
+        memo.metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
+                           type=event.type, reason=event.reason)  # fmt: skip
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
@@ -108,3 +125,14 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         initial_delay=config.resync_seconds,
         registry=registry,
     )(reconcile_edgemodel)
+    _without_finalizers(registry)
+
+
+def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
+    """kopf puts a finalizer on every object with a timer, so that deleting an EdgeModel (or
+    its namespace) hangs while no operator runs. Our timer holds nothing to clean up and
+    children go by ownerReferences: drop the requirement. (tests/unit pins this.)"""
+    spawning = registry._spawning  # no public switch for timers in kopf 1.x
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False) for h in spawning._handlers
+    ]

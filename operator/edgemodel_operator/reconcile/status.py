@@ -212,3 +212,18 @@ def events_for(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[E
     elif ready == "False" and was_ready == "True" and ready_reason == c.TARGETS_NOT_READY:
         events.append(EventSpec("Warning", "NotReady", ready_message))
     return events
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning old into new: changed keys, and None for removed ones
+    (lists are replaced whole, as merge patches do). Empty when nothing changed."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = status_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before:
+            patch[key] = value
+    return patch

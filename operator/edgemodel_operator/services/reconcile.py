@@ -1,7 +1,8 @@
 """One idempotent reconcile for an EdgeModel, used on create, update, resume and the timer.
 
 observe (the caller hands in what kopf's indices hold) -> decide (pure reconcile/
-functions) -> act (the writer port). Returns the new status and the Events to post."""
+functions: which revision to run, where, as which workloads) -> act (the writer port).
+Returns the new status, the Events to post and what to count in metrics."""
 
 from __future__ import annotations
 
@@ -10,17 +11,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.errors import InvalidSpec
-from edgemodel_operator.api.spec import parse_spec
+from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
 from edgemodel_operator.config import Config
 from edgemodel_operator.reconcile.drift import needs_apply, orphans
-from edgemodel_operator.reconcile.observed import node_info
-from edgemodel_operator.reconcile.placement import place
+from edgemodel_operator.reconcile.observed import NodeInfo, node_info
+from edgemodel_operator.reconcile.placement import Placement, place
 from edgemodel_operator.reconcile.revision import revision
+from edgemodel_operator.reconcile.rollout import (
+    REVISION_ANNOTATION,
+    Action,
+    Plan,
+    Policy,
+    TargetHealth,
+    decide,
+    state_from_status,
+    state_to_status,
+    target_health,
+)
 from edgemodel_operator.reconcile.status import (
     EventSpec,
     TargetObservation,
     build_status,
+    counts,
     events_for,
     invalid_status,
 )
@@ -28,6 +42,7 @@ from edgemodel_operator.reconcile.workloads import (
     Owner,
     WorkloadSettings,
     build_workload,
+    workload_name,
 )
 
 TARGET_LABEL = "edgeai.dev/target"
@@ -52,6 +67,92 @@ class Observed:
 class Outcome:
     status: dict[str, Any]
     events: list[EventSpec] = field(default_factory=list)
+    action: str = ""  # the rollout decision, for metrics (e.g. "RollBack")
+
+
+def _policy(spec: EdgeModelSpec) -> Policy:
+    probe = spec.serving.probe
+    return Policy(
+        progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
+        stabilization_seconds=probe.period_seconds * probe.failure_threshold,
+        auto_rollback=spec.rollout.auto_rollback,
+        failure_threshold=probe.failure_threshold,
+    )
+
+
+def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
+    return [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
+
+
+def _health(
+    model: str, rev: str, placements: Sequence[Placement], observed: Observed, was_ready: bool,
+    failure_threshold: int,
+) -> list[TargetHealth]:  # fmt: skip
+    """How the pods of revision `rev` are doing, target by target."""
+    live = {w["metadata"]["name"]: w for w in observed.workloads}
+    health = []
+    for p in placements:
+        if not p.has_nodes:
+            continue  # a placement problem (NoMatchingNodes), not a failing revision
+        workload = live.get(workload_name(model, p.target.name))
+        n = counts(workload)
+        template = ((workload or {}).get("spec") or {}).get("template") or {}
+        on_rev = (template.get("metadata") or {}).get("annotations", {}).get(REVISION_ANNOTATION)
+        health.append(
+            target_health(
+                name=p.target.name,
+                revision=rev,
+                desired=n.desired if workload else max(p.target.replicas, 1),
+                settled=n.current and on_rev == rev,
+                pods=_pods_of(observed, p.target.name),
+                was_ready=was_ready,
+                failure_threshold=failure_threshold,
+            )
+        )
+    return health
+
+
+def _annotate(
+    status: dict[str, Any], plan: Plan, rev: str, generation: int, now: datetime
+) -> list[EventSpec]:
+    """Fold the rollout decision into the status; return the Events it alone causes."""
+    conds = status["conditions"]
+
+    def put(type_: str, ok: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = c.set_condition(conds, type_, ok, reason, message, generation, now)
+
+    evidence = f" Evidence: {'; '.join(plan.evidence)}." if plan.evidence else ""
+    stable = plan.state.stable_revision
+    events: list[EventSpec] = []
+    if plan.action in (Action.ROLL_BACK, Action.HOLD_STABLE):
+        message = (
+            f"Revision {rev} failed ({plan.reason}: {plan.message}); rolled back to stable "
+            f"revision {stable}, which keeps serving.{evidence}"
+        )
+        put(c.DEGRADED, True, c.ROLLED_BACK, message)
+        put(c.ROLLED_BACK_TYPE, True, plan.reason, message)
+        put(c.PROGRESSING, False, c.ROLLED_BACK, f"Revision {rev} will not be retried until "
+            "the spec changes")  # fmt: skip
+        status["phase"] = "RolledBack"
+    elif plan.action is Action.HOLD:
+        why = "autoRollback is off" if stable else "there is no healthy revision to go back to"
+        message = f"Revision {rev} failed ({plan.message}); holding it because {why}.{evidence}"
+        put(c.DEGRADED, True, plan.reason, message)
+        put(c.ROLLED_BACK_TYPE, False, c.HELD, message)
+        put(c.PROGRESSING, False, c.HELD, message)
+        status["phase"] = "Failed"
+    else:
+        put(c.ROLLED_BACK_TYPE, False, c.AS_EXPECTED, f"Serving revision {rev}")
+        if plan.action is Action.PROMOTE:
+            events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
+                                    "gates and is now the stable revision"))  # fmt: skip
+        elif plan.action is Action.ROLL_FORWARD and status["phase"] == "Ready":
+            put(c.PROGRESSING, True, c.STABILIZING, f"Revision {rev} is Ready; watching it for "
+                "the stabilization window before promoting it to stable")  # fmt: skip
+    status["conditions"] = conds
+    status.update(state_to_status(plan.state))
+    return events
 
 
 def reconcile(
@@ -60,15 +161,31 @@ def reconcile(
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
     previous: Mapping[str, Any] = body.get("status") or {}
+    raw_spec: Mapping[str, Any] = body.get("spec") or {}
     try:
-        spec = parse_spec(body.get("spec") or {})
+        spec = parse_spec(raw_spec)
     except InvalidSpec as err:
         status = invalid_status(previous, generation, str(err), now)
         return Outcome(status, events_for(previous, status))
 
     nodes = [node_info(n) for n in observed.nodes]
-    placements = [place(t, nodes, config.accelerators) for t in spec.targets]
     rev = revision(spec)
+    state = state_from_status(previous)
+    policy = _policy(spec)
+    was_ready = state.revision == rev and state.ready_since is not None
+    health = _health(name, rev, _place(spec, nodes, config), observed, was_ready,
+                     policy.failure_threshold)  # fmt: skip
+    plan = decide(rev, raw_spec, state, health, policy, now)
+
+    run_spec, run_rev = spec, rev
+    if plan.apply_revision != rev and plan.state.stable_spec:
+        try:
+            run_spec = parse_spec(plan.state.stable_spec)
+            run_rev = revision(run_spec)
+        except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
+            pass
+    placements = _place(run_spec, nodes, config)
+
     owner = Owner(
         api_version=body.get("apiVersion", "edgeai.dev/v1alpha1"),
         kind=body.get("kind", "EdgeModel"),
@@ -82,7 +199,7 @@ def reconcile(
     by_target: dict[str, TargetObservation] = {}
     desired_keys: set[tuple[str, str]] = set()
     for placement in placements:
-        desired = build_workload(owner, spec, placement, settings, rev)
+        desired = build_workload(owner, run_spec, placement, settings, run_rev)
         key = (desired["kind"], desired["metadata"]["name"])
         desired_keys.add(key)
         live = current.get(key)
@@ -91,8 +208,7 @@ def reconcile(
             live = writer.apply(desired)
             events.append(EventSpec("Normal", verb, f"{verb} {key[0]} {key[1]}"))
         target = placement.target.name
-        pods = [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
-        by_target[target] = TargetObservation(workload=live, pods=pods)
+        by_target[target] = TargetObservation(workload=live, pods=_pods_of(observed, target))
 
     for stale in orphans(desired_keys, observed.workloads):
         kind, child = stale["kind"], stale["metadata"]["name"]
@@ -108,4 +224,9 @@ def reconcile(
         previous=previous,
         now=now,
     )
-    return Outcome(status, events + events_for(previous, status))
+    events += _annotate(status, plan, rev, generation, now)
+    return Outcome(status, events + events_for(previous, status), plan.action.value)
+
+
+def _place(spec: EdgeModelSpec, nodes: Sequence[NodeInfo], config: Config) -> list[Placement]:
+    return [place(t, nodes, config.accelerators) for t in spec.targets]

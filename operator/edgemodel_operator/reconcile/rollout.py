@@ -1,0 +1,259 @@
+"""Rollout as data: which revision to run, decided from status and what the pods report.
+
+A new revision rolls forward; it is promoted to stable once every target has been fully
+Ready for a stabilization window; a gate failing (crash loops, readiness lost, the progress
+deadline passed) rolls back to the stable revision, or holds when there is none. A failed
+revision is remembered and not retried until the spec asks for another one."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from edgemodel_operator.api.conditions import timestamp
+
+REVISION_ANNOTATION = "edgeai.dev/revision"
+MAX_FAILED_REMEMBERED = 10
+MAX_EVIDENCE = 5
+CRASH_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError")
+
+
+class Action(Enum):
+    ROLL_FORWARD = "RollForward"  # apply the new revision and wait for it
+    PROMOTE = "Promote"  # the new revision passed every gate: it becomes stable
+    STEADY = "Steady"  # the stable revision is what the spec asks for
+    ROLL_BACK = "RollBack"  # a gate failed just now: restore the stable revision
+    HOLD_STABLE = "HoldStable"  # the asked-for revision failed before: keep the stable one
+    HOLD = "Hold"  # it failed and there is no healthy revision to go back to
+
+
+@dataclass(frozen=True)
+class FailedRevision:
+    revision: str
+    reason: str
+    message: str
+    failed_at: str
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """What status remembers between reconciles (and across operator restarts)."""
+
+    revision: str | None = None  # the revision last rolled out
+    started_at: str | None = None  # when that rollout began
+    ready_since: str | None = None  # since when every target has been fully Ready
+    stable_revision: str | None = None
+    stable_spec: Mapping[str, Any] | None = None
+    failed: tuple[FailedRevision, ...] = ()
+
+    def failure(self, revision: str) -> FailedRevision | None:
+        return next((f for f in self.failed if f.revision == revision), None)
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    """One target's pods of the candidate revision."""
+
+    name: str
+    desired: int
+    ready: int  # Ready pods of the candidate revision
+    settled: bool  # the workload controller has seen the latest template
+    not_ready: tuple[str, ...] = ()  # "pod p on node n" for candidate pods not Ready
+    crashing: tuple[str, ...] = ()  # "pod p on node n: CrashLoopBackOff (5 restarts)"
+    lost: tuple[str, ...] = ()  # pods that were Ready and are not any more
+
+    @property
+    def healthy(self) -> bool:
+        return self.settled and self.ready >= self.desired
+
+
+@dataclass(frozen=True)
+class Policy:
+    progress_deadline_seconds: int
+    stabilization_seconds: int  # a promoted revision was Ready at least this long
+    auto_rollback: bool
+    failure_threshold: int  # restarts that count as a crash loop
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    apply_revision: str  # whose workloads to apply: the spec's or the stable one
+    state: RolloutState
+    reason: str = ""
+    message: str = ""
+    evidence: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _since(now: datetime, stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    return (now - then).total_seconds()
+
+
+def gate_failure(
+    health: Sequence[TargetHealth], policy: Policy, state: RolloutState, now: datetime
+) -> tuple[str, str, tuple[str, ...]] | None:
+    """The first failing gate as (reason, message, evidence), or None while all pass."""
+    crashing = [f"{h.name}: {c}" for h in health for c in h.crashing]
+    if crashing:
+        return "CrashLooping", f"{len(crashing)} pod(s) crash-looping", tuple(crashing)
+    lost = [f"{h.name}: {p}" for h in health for p in h.lost]
+    if lost:
+        return "ReadinessLost", f"{len(lost)} pod(s) stopped being Ready", tuple(lost)
+    waited = _since(now, state.started_at)
+    if waited > policy.progress_deadline_seconds and not all(h.healthy for h in health):
+        stuck = [f"{h.name}: {p}" for h in health for p in h.not_ready]
+        short = [f"{h.name} {h.ready}/{h.desired} Ready" for h in health if not h.healthy]
+        message = (
+            f"not Ready within the {policy.progress_deadline_seconds}s progress deadline "
+            f"({', '.join(short)})"
+        )
+        return "ProgressDeadlineExceeded", message, tuple(stuck)
+    return None
+
+
+def decide(
+    revision: str,
+    spec: Mapping[str, Any],
+    state: RolloutState,
+    health: Sequence[TargetHealth],
+    policy: Policy,
+    now: datetime,
+) -> Plan:
+    """Choose what to run. `health` describes the pods of `revision` (the spec's)."""
+    stamp = timestamp(now)
+    failed = state.failure(revision)
+    has_stable = state.stable_revision is not None and state.stable_revision != revision
+    if failed is not None:
+        if has_stable and policy.auto_rollback:
+            return Plan(Action.HOLD_STABLE, state.stable_revision or revision, state,
+                        failed.reason, failed.message)  # fmt: skip
+        return Plan(Action.HOLD, revision, state, failed.reason, failed.message)
+
+    if revision == state.stable_revision:
+        steady = replace(state, revision=revision, stable_spec=spec)
+        return Plan(Action.STEADY, revision, steady)
+
+    if state.revision != revision:  # a new rollout starts now
+        state = replace(state, revision=revision, started_at=stamp, ready_since=None)
+
+    failure = gate_failure(health, policy, state, now)
+    if failure is not None:
+        reason, message, evidence = failure
+        remembered = FailedRevision(revision, reason, message, stamp)
+        failed_list = (*state.failed, remembered)[-MAX_FAILED_REMEMBERED:]
+        after = replace(state, failed=failed_list, ready_since=None)
+        if has_stable and policy.auto_rollback:
+            return Plan(Action.ROLL_BACK, state.stable_revision or revision, after,
+                        reason, message, evidence)  # fmt: skip
+        return Plan(Action.HOLD, revision, after, reason, message, evidence)
+
+    if not all(h.healthy for h in health):
+        return Plan(Action.ROLL_FORWARD, revision, replace(state, ready_since=None))
+    ready_since = state.ready_since or stamp
+    state = replace(state, ready_since=ready_since)
+    if _since(now, ready_since) >= policy.stabilization_seconds:
+        promoted = replace(state, stable_revision=revision, stable_spec=spec)
+        return Plan(Action.PROMOTE, revision, promoted)
+    return Plan(Action.ROLL_FORWARD, revision, state)
+
+
+# --- reading pods and status --------------------------------------------------------------
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _where(pod: Mapping[str, Any]) -> str:
+    node = (pod.get("spec") or {}).get("nodeName") or "no node yet"
+    return f"pod {pod['metadata']['name']} on {node}"
+
+
+def target_health(
+    name: str,
+    revision: str,
+    desired: int,
+    settled: bool,
+    pods: Sequence[Mapping[str, Any]],
+    was_ready: bool,
+    failure_threshold: int,
+) -> TargetHealth:
+    """Health of one target's pods of `revision`. `was_ready`: the target had been fully
+    Ready on this revision, so a pod that is not Ready now has lost its readiness."""
+    mine = [
+        p
+        for p in pods
+        if ((p.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION) == revision
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    not_ready = [p for p in mine if not _ready(p)]
+    crashing = []
+    for p in mine:
+        for cs in (p.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            restarts = int(cs.get("restartCount", 0))
+            if waiting.get("reason") in CRASH_REASONS or restarts >= failure_threshold:
+                why = waiting.get("reason") or "restarting"
+                crashing.append(f"{_where(p)}: {why} ({restarts} restarts)")
+    return TargetHealth(
+        name=name,
+        desired=desired,
+        ready=len(mine) - len(not_ready),
+        settled=settled,
+        not_ready=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]),
+        crashing=tuple(crashing[:MAX_EVIDENCE]),
+        lost=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]) if was_ready else (),
+    )
+
+
+def state_from_status(status: Mapping[str, Any]) -> RolloutState:
+    rollout = status.get("rollout") or {}
+    stable = status.get("stable") or {}
+    return RolloutState(
+        revision=rollout.get("revision"),
+        started_at=rollout.get("startedAt"),
+        ready_since=rollout.get("readySince"),
+        stable_revision=stable.get("revision"),
+        stable_spec=stable.get("spec"),
+        failed=tuple(
+            FailedRevision(
+                f.get("revision", ""), f.get("reason", ""), f.get("message", ""),
+                f.get("failedAt", ""),
+            )
+            for f in status.get("failedRevisions") or []
+        ),
+    )  # fmt: skip
+
+
+def state_to_status(state: RolloutState) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "rollout": {
+            k: v
+            for k, v in {
+                "revision": state.revision,
+                "startedAt": state.started_at,
+                "readySince": state.ready_since,
+            }.items()
+            if v
+        },
+        "failedRevisions": [
+            {"revision": f.revision, "reason": f.reason, "message": f.message,
+             "failedAt": f.failed_at}
+            for f in state.failed
+        ],
+    }  # fmt: skip
+    if state.stable_revision:
+        out["stableRevision"] = state.stable_revision
+        out["stable"] = {
+            "revision": state.stable_revision,
+            "spec": copy.deepcopy(dict(state.stable_spec or {})),
+        }
+    return out

@@ -1,0 +1,184 @@
+"""decide(): the rollout table, without a cluster; and the service rolling back for real
+through a sequence of observations (good -> bad -> rolled back -> bad again -> good)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fixtures import FLEET, edgemodel
+from test_service import CONFIG, RecordingWriter, cond, pod, ready
+
+from edgemodel_operator.reconcile.rollout import (
+    Action,
+    FailedRevision,
+    Policy,
+    RolloutState,
+    TargetHealth,
+    decide,
+    state_from_status,
+    state_to_status,
+    target_health,
+)
+from edgemodel_operator.services.reconcile import Observed, reconcile
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = Policy(progress_deadline_seconds=60, stabilization_seconds=15, auto_rollback=True,
+                failure_threshold=3)  # fmt: skip
+SPEC = {"model": {"version": "2"}}
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def stamp(seconds: float) -> str:
+    return at(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+HEALTHY = TargetHealth("cpu", desired=2, ready=2, settled=True)
+WAITING = TargetHealth("cpu", desired=2, ready=1, settled=True, not_ready=("pod a on n1",))
+CRASHING = TargetHealth("cpu", 2, 1, True, crashing=("pod a on n1: CrashLoopBackOff (4 restarts)",))
+LOST = TargetHealth("cpu", 2, 1, True, lost=("pod a on n1",))
+STABLE = RolloutState(revision="good", stable_revision="good", stable_spec={"v": 1})
+ROLLING = RolloutState("new", stamp(0), None, "good", {"v": 1})
+NO_STABLE = RolloutState("new", stamp(0))
+
+
+@pytest.mark.parametrize(
+    ("state", "health", "now", "policy", "action", "apply", "reason"),
+    [
+        # a new revision starts rolling forward, its clock starting now
+        (STABLE, [WAITING], 0, POLICY, Action.ROLL_FORWARD, "new", ""),
+        (ROLLING, [WAITING], 59, POLICY, Action.ROLL_FORWARD, "new", ""),
+        # every gate: the deadline, crash loops, readiness lost
+        (ROLLING, [WAITING], 61, POLICY, Action.ROLL_BACK, "good", "ProgressDeadlineExceeded"),
+        (ROLLING, [CRASHING], 5, POLICY, Action.ROLL_BACK, "good", "CrashLooping"),
+        (ROLLING, [LOST], 5, POLICY, Action.ROLL_BACK, "good", "ReadinessLost"),
+        # healthy: wait for the stabilization window, then promote
+        (ROLLING, [HEALTHY], 5, POLICY, Action.ROLL_FORWARD, "new", ""),
+        (RolloutState("new", stamp(0), stamp(1), "good", {"v": 1}), [HEALTHY], 16, POLICY,
+         Action.PROMOTE, "new", ""),
+        # no stable revision yet, or autoRollback off: hold and say so
+        (NO_STABLE, [WAITING], 61, POLICY, Action.HOLD, "new", "ProgressDeadlineExceeded"),
+        (ROLLING, [CRASHING], 5, Policy(60, 15, False, 3), Action.HOLD, "new", "CrashLooping"),
+        # a failed revision is not retried: the stable one keeps running
+        (RolloutState("good", None, None, "good", {"v": 1},
+                      (FailedRevision("new", "CrashLooping", "m", stamp(0)),)),
+         [WAITING], 500, POLICY, Action.HOLD_STABLE, "good", "CrashLooping"),
+    ],
+)  # fmt: skip
+def test_decide(
+    state: RolloutState,
+    health: list[TargetHealth],
+    now: float,
+    policy: Policy,
+    action: Action,
+    apply: str,
+    reason: str,
+) -> None:
+    plan = decide("new", SPEC, state, health, policy, at(now))
+    assert (plan.action, plan.apply_revision, plan.reason) == (action, apply, reason)
+    if action in (Action.ROLL_BACK, Action.HOLD) and reason:
+        assert plan.state.failure("new") is not None
+        assert plan.evidence or reason == "ProgressDeadlineExceeded"
+    if action is Action.PROMOTE:
+        assert (plan.state.stable_revision, plan.state.stable_spec) == ("new", SPEC)
+
+
+def test_stable_revision_asked_for_again_is_steady() -> None:
+    plan = decide("good", {"v": 1}, STABLE, [WAITING], POLICY, at(999))
+    assert plan.action is Action.STEADY
+
+
+def test_state_round_trips_through_status() -> None:
+    state = RolloutState("new", stamp(0), stamp(3), "good", {"v": 1},
+                         (FailedRevision("bad", "CrashLooping", "m", stamp(1)),))  # fmt: skip
+    assert state_from_status(state_to_status(state)) == state
+
+
+def test_target_health_reads_pods_of_its_revision_only() -> None:
+    crashing = pod("cpu", "n2", "new", ready=False)
+    crashing["status"]["containerStatuses"] = [
+        {"restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+    ]
+    pods = [pod("cpu", "n1", "old"), pod("cpu", "n1", "new"), crashing]
+    health = target_health("cpu", "new", 2, True, pods, was_ready=True, failure_threshold=3)
+    assert (health.ready, health.healthy) == (1, False)
+    assert health.crashing == ("pod cpu-n2 on n2: CrashLoopBackOff (4 restarts)",)
+    assert health.lost == ("pod cpu-n2 on n2",)
+
+
+def observe(writer: RecordingWriter, rev: str, ready_pods: bool) -> Observed:
+    """The cluster after the last apply: the Deployment settled, its pods on `rev`."""
+    live = ready(writer.applied[-1], 2 if ready_pods else 0)
+    pods = [pod("cpu", n, rev, ready=ready_pods) for n in ("cpu-0", "cpu-1")]
+    return Observed(FLEET, [live], pods)
+
+
+def step(body: dict[str, Any], observed: Observed, writer: RecordingWriter, t: float) -> Any:
+    outcome = reconcile(body, observed, writer, CONFIG, at(t))
+    body["status"] = outcome.status
+    return outcome
+
+
+def image(writer: RecordingWriter) -> str:
+    return str(writer.applied[-1]["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def test_good_bad_rollback_bad_again_then_good() -> None:
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2,
+                               "image": "server:1"}])  # fmt: skip
+    writer = RecordingWriter()
+    good = step(body, Observed(FLEET, [], []), writer, 0).status["revision"]
+    step(body, observe(writer, good, True), writer, 1)
+    assert step(body, observe(writer, good, True), writer, 20).action == "Promote"
+
+    bad_body = copy.deepcopy(body)
+    bad_body["spec"]["targets"][0]["image"] = "server:2-never-ready"
+    bad_body["metadata"]["generation"] = 2
+    bad = step(bad_body, observe(writer, good, True), writer, 30).status["revision"]
+    assert image(writer) == "server:2-never-ready"
+    assert step(bad_body, observe(writer, bad, False), writer, 100).action == "RollForward"
+    rolled = step(bad_body, observe(writer, bad, False), writer, 151)  # deadline 120 s
+    assert rolled.action == "RollBack"
+    assert image(writer) == "server:1"  # the stable workload is applied again
+    degraded = cond(rolled.status, "Degraded")
+    assert degraded["reason"] == "RolledBack"
+    assert f"Revision {bad} failed (ProgressDeadlineExceeded" in degraded["message"]
+    assert f"stable revision {good}" in degraded["message"]
+    assert "pod cpu-cpu-0 on cpu-0" in degraded["message"]
+    assert ("Warning", "RolledBack") in [(e.type, e.reason) for e in rolled.events]
+    assert rolled.status["phase"] == "RolledBack"
+    assert [f["revision"] for f in rolled.status["failedRevisions"]] == [bad]
+
+    held = step(bad_body, observe(writer, good, True), writer, 400)  # no flapping
+    assert held.action == "HoldStable" and image(writer) == "server:1"
+    applied = len(writer.applied)
+    step(bad_body, observe(writer, good, True), writer, 401)
+    assert len(writer.applied) == applied  # nothing re-applied while holding
+
+    worse = copy.deepcopy(bad_body)  # bad -> bad: the last good one stays
+    worse["spec"]["targets"][0]["image"] = "server:3-crash"
+    worse["metadata"]["generation"] = 3
+    worse_rev = step(worse, observe(writer, good, True), writer, 410).status["revision"]
+    crashing = observe(writer, worse_rev, False)
+    for p in crashing.pods:
+        p["status"]["containerStatuses"] = [{"restartCount": 3, "state": {}}]  # type: ignore[index]
+    assert step(worse, crashing, writer, 415).action == "RollBack"
+    assert image(writer) == "server:1"
+    assert worse["status"]["stableRevision"] == good
+
+    fixed = copy.deepcopy(worse)  # bad -> good: rolls forward and is promoted
+    fixed["spec"]["targets"][0]["image"] = "server:4"
+    fixed["metadata"]["generation"] = 4
+    fixed_rev = step(fixed, observe(writer, good, True), writer, 500).status["revision"]
+    assert image(writer) == "server:4"
+    step(fixed, observe(writer, fixed_rev, True), writer, 502)
+    promoted = step(fixed, observe(writer, fixed_rev, True), writer, 520)
+    assert promoted.action == "Promote"
+    assert cond(promoted.status, "Degraded")["status"] == "False"
+    assert cond(promoted.status, "RolledBack")["status"] == "False"
+    assert fixed["status"]["stableRevision"] == fixed_rev
