@@ -31,6 +31,14 @@ venv: $(VENV)/.installed ## Create the Python venv with the operator and dev too
 tools: ## Build the pinned Kubernetes, etcd and kwok binaries into ~/.cache (once)
 	@hack/build-tools.sh >/dev/null
 
+.PHONY: helm
+helm: ## Build the pinned Helm 3 into ~/.cache (once)
+	@hack/build-helm.sh >/dev/null
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/ into the Helm chart (run after changing the CRD)
+	@hack/sync-chart-crds.sh
+
 .PHONY: cluster-up
 cluster-up: deps tools ## Start the local edge cluster (reuses a running one); FLEET=gpu=3,npu=3,cpu=6
 	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
@@ -61,7 +69,7 @@ unit: venv ## Unit tests only (no cluster)
 	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: test
-test: deps venv tools lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
+test: deps venv tools helm lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 .PHONY: demo

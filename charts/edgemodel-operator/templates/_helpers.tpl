@@ -1,0 +1,90 @@
+{{/* Chart name, or nameOverride. */}}
+{{- define "edgemodel-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-scoped name used for every resource, at most 63 characters. */}}
+{{- define "edgemodel-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* name-version for the helm.sh/chart label. */}}
+{{- define "edgemodel-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the operator pod; never change them after a release exists. */}}
+{{- define "edgemodel-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgemodel-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every resource of the chart. */}}
+{{- define "edgemodel-operator.labels" -}}
+{{ include "edgemodel-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgemodel-operator
+helm.sh/chart: {{ include "edgemodel-operator.chart" . }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "edgemodel-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "edgemodel-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is set. */}}
+{{- define "edgemodel-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules on the namespaced objects the operator works with, used by the ClusterRole when
+it watches every namespace and by one Role per namespace otherwise. Each verb is there
+because the operator issues that request (see the chart README, "RBAC"):
+- edgemodels: list/watch (kopf's watch), patch (kopf's progress annotations);
+- edgemodels/status: patch (the status the operator writes);
+- edgemodels/finalizers: update (children set ownerReferences.blockOwnerDeletion, which the
+  OwnerReferencesPermissionEnforcement admission plugin allows only with this right);
+- deployments, daemonsets: list/watch (kopf indices), create+patch (server-side apply is a
+  PATCH that creates a missing object), delete (a target removed from the spec);
+- pods: list/watch (kopf index for readiness and node names);
+- events: create (kopf posts core/v1 Events).
+*/}}
+{{- define "edgemodel-operator.namespacedRules" -}}
+- apiGroups: ["edgeai.dev"]
+  resources: ["edgemodels"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["edgeai.dev"]
+  resources: ["edgemodels/status"]
+  verbs: ["patch"]
+- apiGroups: ["edgeai.dev"]
+  resources: ["edgemodels/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "daemonsets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
