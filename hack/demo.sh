@@ -47,11 +47,29 @@ kubectl get pods -n "$NS" -o custom-columns='POD:.metadata.name,TARGET:.metadata
 say "Events"
 kubectl get events -n "$NS" --field-selector involvedObject.kind=EdgeModel --sort-by=.lastTimestamp | tail -15
 
+say "Waiting for digits-cpu to pass its health gates and become the stable revision"
+for _ in $(seq 1 120); do
+  stable=$(kubectl get em digits-cpu -n "$NS" -o jsonpath='{.status.stableRevision}')
+  [ -n "$stable" ] && break
+  sleep 1
+done
+echo "stable revision: ${stable:?digits-cpu was not promoted}"
+
+say "Rolling out a deliberately broken version (examples/rollback/digits-cpu-broken.yaml)"
+kubectl apply -n "$NS" -f examples/rollback/digits-cpu-broken.yaml
+kubectl wait -n "$NS" --for=condition=RolledBack --timeout=120s em/digits-cpu
+kubectl get em digits-cpu -n "$NS" -o wide
+kubectl get em digits-cpu -n "$NS" \
+  -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+kubectl get deployment digits-cpu-cpu -n "$NS" \
+  -o jsonpath='serving image: {.spec.template.spec.containers[0].image}{"\n"}'
+
 cat <<MSG
 
 The cluster and the operator keep running. Try:
   source $STATE/env
   kubectl explain edgemodel.spec.targets
   kubectl describe edgemodel -n $NS digits-fleet
+  kubectl apply -n $NS -f examples/cpu-replicas.yaml   # back to the good version
 Stop everything with: make cluster-down
 MSG

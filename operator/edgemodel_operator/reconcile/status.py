@@ -123,7 +123,8 @@ def build_status(
             }
         )
         if not _target_ready(n, p):
-            not_ready.append(f"{p.target.name} {n.ready}/{n.desired} ready")
+            pending = "" if n.current else " (update not yet picked up)"
+            not_ready.append(f"{p.target.name} {n.ready}/{n.desired} ready{pending}")
             if p.has_nodes:
                 rolling.append(not_ready[-1])
         stuck, why = unschedulable(seen.pods)
