@@ -3,6 +3,10 @@
 # Idempotent: packages already present are left alone and apt is not touched.
 set -euo pipefail
 PACKAGES=(openssl ca-certificates curl)
+# Container images without a Docker engine (hack/imagekit.py): podman serves the Docker
+# Engine API, runc runs the containers, netavark + iptables give them a network with
+# published ports, docker-registry is a local OCI registry, debootstrap makes the base.
+PACKAGES+=(podman runc netavark iptables docker-registry debootstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

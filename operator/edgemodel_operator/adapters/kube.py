@@ -1,4 +1,5 @@
-"""The Kubernetes API gateway: server-side apply and delete of the operator's children.
+"""The Kubernetes API gateway: server-side apply and delete of the operator's children
+(and of single pods, which is how a wave moves a node of a DaemonSet to a new revision).
 
 Reads go through kopf's watch-fed indices (see handlers/); this module only writes."""
 
@@ -16,6 +17,7 @@ class KubeGateway:
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
         self._apps = client.AppsV1Api(api)
+        self._core = client.CoreV1Api(api)
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a Deployment or DaemonSet we own; returns the stored object."""
@@ -38,6 +40,7 @@ class KubeGateway:
         delete = {
             "Deployment": self._apps.delete_namespaced_deployment,
             "DaemonSet": self._apps.delete_namespaced_daemon_set,
+            "Pod": self._core.delete_namespaced_pod,
         }[kind]
         try:
             delete(name, namespace, propagation_policy="Background")
