@@ -24,6 +24,21 @@ class Config:
     log_level: str
     health_address: str  # host:port of the liveness endpoint
     metrics_address: str = ""  # host:port of /metrics; empty: no metrics endpoint
+    builds: BuildConfig | None = None  # None: no image builds, targets run server_image
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Where and how per-accelerator images are built (DOCKER_HOST + a registry)."""
+
+    docker_host: str
+    registry: str  # host[:port][/path] images are pushed under
+    registry_insecure: bool
+    auth_file: str  # a docker config.json with the registry's credentials, or ""
+    context_dir: str  # holds the Dockerfile and server/ (the repository's images/ folder)
+    wheels_dir: str  # holds <accelerator>/*.whl and requirements.txt
+    base_image: str
+    work_dir: str  # model downloads and variants, a cache keyed by digest
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -70,6 +85,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         log_level=log_level,
         health_address=health,
         metrics_address=metrics,
+        builds=_builds(env),
     )
 
 
@@ -79,3 +95,31 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
     if value and (not host or not port.isdigit() or not 0 < int(port) < 65536):
         raise ConfigError(f"{name} must be host:port, got {value!r}")
     return value
+
+
+def _builds(env: Mapping[str, str]) -> BuildConfig | None:
+    docker_host = env.get("DOCKER_HOST", "").strip()
+    registry = env.get("EDGEMODEL_REGISTRY_URL", "").strip().rstrip("/")
+    if not docker_host and not registry:
+        return None
+    if not docker_host or not registry:
+        raise ConfigError(
+            "image builds need both DOCKER_HOST (the Docker Engine API) and "
+            "EDGEMODEL_REGISTRY_URL (where images are pushed); set both or neither"
+        )
+    if "://" in registry:
+        raise ConfigError(f"EDGEMODEL_REGISTRY_URL is host[:port][/path], got {registry!r}")
+    insecure = env.get("EDGEMODEL_REGISTRY_INSECURE", "false").strip().lower()
+    if insecure not in ("true", "false"):
+        raise ConfigError(f"EDGEMODEL_REGISTRY_INSECURE must be true or false, got {insecure!r}")
+    cache = env.get("XDG_CACHE_HOME") or f"{env.get('HOME', '/tmp')}/.cache"
+    return BuildConfig(
+        docker_host=docker_host,
+        registry=registry,
+        registry_insecure=insecure == "true",
+        auth_file=env.get("EDGEMODEL_REGISTRY_AUTH_FILE", ""),
+        context_dir=env.get("EDGEMODEL_BUILD_CONTEXT", "images"),
+        wheels_dir=env.get("EDGEMODEL_WHEELS_DIR", f"{cache}/edgemodel-operator/wheels"),
+        base_image=env.get("EDGEMODEL_BASE_IMAGE", "python:3.11-slim-bookworm"),
+        work_dir=env.get("EDGEMODEL_WORK_DIR", f"{cache}/edgemodel-operator/work"),
+    )

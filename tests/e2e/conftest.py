@@ -42,6 +42,7 @@ def operator(
         "KUBECONFIG": str(cluster.kubeconfig),
         "EDGEMODEL_HEALTH_ADDRESS": f"127.0.0.1:{port}",
         "EDGEMODEL_RESYNC_SECONDS": "2",
+        "EDGEMODEL_NAMESPACES": "e2e-*",  # the per-test namespaces; others run their own
         "EDGEMODEL_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
     proc = OperatorProcess(

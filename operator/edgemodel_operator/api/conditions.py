@@ -10,6 +10,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 ROLLED_BACK_TYPE = "RolledBack"
+IMAGES_READY = "ImagesReady"
 
 # Reasons (CamelCase, stable: users alert on them).
 ALL_TARGETS_READY = "AllTargetsReady"
@@ -24,6 +25,8 @@ INVALID_SPEC = "InvalidSpec"
 ROLLED_BACK = "RolledBack"
 HELD = "Held"
 STABILIZING = "Stabilizing"
+BUILDING = "Building"
+IMAGES_BUILT = "ImagesBuilt"
 
 
 def timestamp(now: datetime) -> str:
@@ -60,5 +63,5 @@ def set_condition(
     }
     out = [dict(c) for c in conditions if c.get("type") != type_]
     out.append(new)
-    order = {READY: 0, PROGRESSING: 1, DEGRADED: 2, ROLLED_BACK_TYPE: 3}
+    order = {READY: 0, PROGRESSING: 1, DEGRADED: 2, ROLLED_BACK_TYPE: 3, IMAGES_READY: 4}
     return sorted(out, key=lambda c: (order.get(c["type"], 9), c["type"]))

@@ -70,10 +70,20 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class Wave:
+    """A step of a fleet rollout: a share of the nodes (percent) or a number of them."""
+
+    percent: int | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
 class Rollout:
     progress_deadline_seconds: int = 120
     max_unavailable: int | str = "25%"
     auto_rollback: bool = True
+    waves: tuple[Wave, ...] = ()  # perNode targets move node by node, wave by wave
+    canary_selector: Mapping[str, str] = field(default_factory=dict)  # first-wave nodes
 
 
 @dataclass(frozen=True)
@@ -212,5 +222,28 @@ def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
         ),
         max_unavailable=max_unavailable,
         auto_rollback=auto_rollback,
+        waves=_waves(rollout_raw.get("waves") or []),
+        canary_selector={
+            str(k): str(v)
+            for k, v in _map(
+                rollout_raw.get("canarySelector"), "spec.rollout.canarySelector"
+            ).items()
+        },
     )
     return EdgeModelSpec(model=model, targets=targets, serving=serving, rollout=rollout)
+
+
+def _waves(raw: Any) -> tuple[Wave, ...]:
+    if not isinstance(raw, list) or len(raw) > 10:
+        raise InvalidSpec("spec.rollout.waves must be a list of at most 10 waves")
+    waves = []
+    for i, entry in enumerate(raw):
+        where = f"spec.rollout.waves[{i}]"
+        w = _map(entry, where)
+        if ("percent" in w) == ("count" in w):
+            raise InvalidSpec(f"{where} must set exactly one of percent or count")
+        if "percent" in w:
+            waves.append(Wave(percent=_int(w, "percent", where, 100, 1, 100)))
+        else:
+            waves.append(Wave(count=_int(w, "count", where, 1, 1, 100000)))
+    return tuple(waves)

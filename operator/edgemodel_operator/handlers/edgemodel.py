@@ -21,6 +21,7 @@ from edgemodel_operator.adapters import kube, metrics_http
 from edgemodel_operator.config import Config
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.status import status_patch
+from edgemodel_operator.services.images import DockerBuilder, ImagePipeline
 from edgemodel_operator.services.reconcile import Observed, reconcile
 
 GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
@@ -34,6 +35,8 @@ EVENTS = "edgemodel_events_total"
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.writer = kube.connect()
     memo.metrics = Metrics()
+    builds = memo.config.builds
+    memo.images = ImagePipeline(builds, DockerBuilder(builds)) if builds else None
     if memo.config.metrics_address:
         metrics_http.serve(memo.config.metrics_address, memo.metrics.render)
     # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
@@ -85,7 +88,9 @@ def reconcile_edgemodel(
         pods=list(indices["pods_index"].get(key, [])),
     )
     started = time.perf_counter()
-    outcome = reconcile(dict(body), observed, memo.writer, memo.config, datetime.now(UTC))
+    outcome = reconcile(
+        dict(body), observed, memo.writer, memo.config, datetime.now(UTC), memo.images
+    )
     memo.metrics.observe_reconcile(time.perf_counter() - started)
     changes = status_patch(dict(body.status), outcome.status)
     if changes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgemodel_operator.api.spec import EdgeModelSpec
@@ -36,6 +36,12 @@ class Owner:
 class WorkloadSettings:
     default_image: str  # "{accelerator}" is filled in
     image_pull_policy: str = "IfNotPresent"
+    # Images built for this model, by "accelerator/precision", pinned by digest.
+    pinned: Mapping[str, str] = field(default_factory=dict)
+
+
+def variant_key(accelerator: str, precision: str) -> str:
+    return f"{accelerator}/{precision}"
 
 
 def workload_name(model: str, target: str) -> str:
@@ -47,8 +53,12 @@ def label_value(text: str) -> str:
 
 
 def image_for(placement: Placement, settings: WorkloadSettings) -> str:
-    return placement.target.image or settings.default_image.format(
-        accelerator=placement.accelerator
+    """The target's own image, else the one built for its variant, else the default."""
+    built = settings.pinned.get(variant_key(placement.accelerator, placement.precision))
+    return (
+        placement.target.image
+        or built
+        or settings.default_image.format(accelerator=placement.accelerator)
     )
 
 

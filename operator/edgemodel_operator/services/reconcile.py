@@ -16,6 +16,7 @@ from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
 from edgemodel_operator.config import Config
 from edgemodel_operator.reconcile.drift import needs_apply, orphans
+from edgemodel_operator.reconcile.images import variants
 from edgemodel_operator.reconcile.observed import NodeInfo, node_info
 from edgemodel_operator.reconcile.placement import Placement, place
 from edgemodel_operator.reconcile.revision import revision
@@ -42,10 +43,18 @@ from edgemodel_operator.reconcile.workloads import (
     Owner,
     WorkloadSettings,
     build_workload,
+    variant_key,
     workload_name,
 )
+from edgemodel_operator.services.images import ImageJob, ImageState
 
 TARGET_LABEL = "edgeai.dev/target"
+
+
+class Images(Protocol):
+    """The image pipeline port (services.images.ImagePipeline)."""
+
+    def state(self, job: ImageJob) -> ImageState: ...
 
 
 class Writer(Protocol):
@@ -155,8 +164,56 @@ def _annotate(
     return events
 
 
+def _image_states(
+    spec: EdgeModelSpec, placements: Sequence[Placement], images: Images, namespace: str, name: str
+) -> dict[str, ImageState]:
+    validation = spec.model.validation
+    return {
+        variant_key(v.accelerator, v.precision): images.state(
+            ImageJob(
+                namespace=namespace,
+                model=name,
+                uri=spec.model.uri,
+                sha256=spec.model.sha256,
+                version=spec.model.version,
+                variant=v,
+                samples_uri=validation.samples_uri if validation else None,
+                max_accuracy_drop=validation.max_accuracy_drop if validation else 0.01,
+            )
+        )
+        for v in variants(placements)
+    }
+
+
+def _images_pending(
+    previous: Mapping[str, Any], states: Mapping[str, ImageState], generation: int, now: datetime
+) -> dict[str, Any]:
+    """Status while images are built or failed: nothing is applied, what runs keeps running."""
+    failed = {k: s for k, s in states.items() if s.state == "Failed"}
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    if failed:
+        key, first = sorted(failed.items())[0]
+        message = f"Image {key}: {first.message}"
+        conds = c.set_condition(
+            conds, c.IMAGES_READY, False, first.reason, message, generation, now
+        )
+        conds = c.set_condition(conds, c.DEGRADED, True, first.reason, message, generation, now)
+        phase = "Failed" if first.terminal else "Building"
+    else:
+        building = "; ".join(f"{k}: {s.message}" for k, s in sorted(states.items())
+                             if s.state == "Building")  # fmt: skip
+        conds = c.set_condition(conds, c.IMAGES_READY, False, c.BUILDING, building, generation, now)
+        phase = "Building"
+    return {**previous, "observedGeneration": generation, "phase": phase, "conditions": conds}
+
+
 def reconcile(
-    body: Mapping[str, Any], observed: Observed, writer: Writer, config: Config, now: datetime
+    body: Mapping[str, Any],
+    observed: Observed,
+    writer: Writer,
+    config: Config,
+    now: datetime,
+    images: Images | None = None,
 ) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
@@ -170,18 +227,29 @@ def reconcile(
 
     nodes = [node_info(n) for n in observed.nodes]
     rev = revision(spec)
+    candidate = _place(spec, nodes, config)
+    pinned: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    if images is not None:
+        states = _image_states(spec, candidate, images, namespace, name)
+        if any(s.state != "Ready" for s in states.values()):
+            status = _images_pending(previous, states, generation, now)
+            return Outcome(status, events_for(previous, status))
+        pinned = {k: s.reference for k, s in states.items()}
+        sizes = {k: s.size_bytes for k, s in states.items()}
     state = state_from_status(previous)
     policy = _policy(spec)
     was_ready = state.revision == rev and state.ready_since is not None
-    health = _health(name, rev, _place(spec, nodes, config), observed, was_ready,
-                     policy.failure_threshold)  # fmt: skip
+    health = _health(name, rev, candidate, observed, was_ready, policy.failure_threshold)
     plan = decide(rev, raw_spec, state, health, policy, now)
 
-    run_spec, run_rev = spec, rev
+    run_spec, run_rev, run_pinned = spec, rev, pinned
+    stable_images: dict[str, str] = dict((previous.get("stable") or {}).get("images") or {})
     if plan.apply_revision != rev and plan.state.stable_spec:
         try:
             run_spec = parse_spec(plan.state.stable_spec)
             run_rev = revision(run_spec)
+            run_pinned = stable_images
         except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
             pass
     placements = _place(run_spec, nodes, config)
@@ -193,7 +261,7 @@ def reconcile(
         namespace=namespace,
         uid=meta["uid"],
     )
-    settings = WorkloadSettings(default_image=config.server_image)
+    settings = WorkloadSettings(default_image=config.server_image, pinned=run_pinned)
     current = {(w["kind"], w["metadata"]["name"]): w for w in observed.workloads}
     events: list[EventSpec] = []
     by_target: dict[str, TargetObservation] = {}
@@ -225,6 +293,18 @@ def reconcile(
         now=now,
     )
     events += _annotate(status, plan, rev, generation, now)
+    if images is not None:
+        built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
+        status["conditions"] = c.set_condition(
+            status["conditions"], c.IMAGES_READY, True, c.IMAGES_BUILT,
+            f"Images ready: {built}", generation, now,
+        )  # fmt: skip
+        status["images"] = [
+            {"variant": k, "image": ref, "sizeBytes": sizes[k]} for k, ref in sorted(pinned.items())
+        ]
+        if "stable" in status:  # the stable revision's images, to roll back to without builds
+            promoted = plan.action in (Action.PROMOTE, Action.STEADY)
+            status["stable"]["images"] = pinned if promoted else stable_images
     return Outcome(status, events + events_for(previous, status), plan.action.value)
 
 

@@ -1,0 +1,32 @@
+"""Which images a spec needs and what they are called: content-addressed tags, so that the
+same model, precision, server and base always name the same image (and a registry that
+already holds it means nothing to build)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edgemodel_operator.reconcile.placement import Placement
+from edgemodel_operator.reconcile.revision import digest
+
+
+@dataclass(frozen=True, order=True)
+class Variant:
+    accelerator: str
+    precision: str
+
+
+def variants(placements: Sequence[Placement]) -> list[Variant]:
+    """The (accelerator, precision) images the placed targets run; targets that bring their
+    own image need none."""
+    return sorted({Variant(p.accelerator, p.precision) for p in placements if not p.target.image})
+
+
+def image_tag(sha256: str, variant: Variant, server_version: str, base_image: str) -> str:
+    key = digest([sha256, variant.accelerator, variant.precision, server_version, base_image], 12)
+    return f"{variant.accelerator}-{variant.precision}-{key}"
+
+
+def repository(registry: str, namespace: str, model: str) -> str:
+    return f"{registry}/{namespace}/{model}"

@@ -1,0 +1,236 @@
+"""The image pipeline: fetch the model, verify its sha256, make the variant (fp16, int8),
+check it still answers like the original, then build, smoke-test and push its image.
+
+Builds take minutes, so they run on a worker thread; reconcile() only asks `state()` and
+gets Ready (a digest-pinned reference), Building (with the latest progress line) or Failed
+(terminal for a wrong digest, a failed accuracy gate or a failing smoke test; retried with
+backoff for everything else, such as an unreachable registry)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+
+from edgemodel_operator import __version__
+from edgemodel_operator.adapters.fetch import FetchError, fetch
+from edgemodel_operator.adapters.image_errors import ImageError, SmokeTestFailed
+from edgemodel_operator.adapters.images import BuildRequest, BuiltImage, ImageBuilder, Manifest
+from edgemodel_operator.config import BuildConfig
+from edgemodel_operator.optimize import OptimizeError, load_samples, optimize
+from edgemodel_operator.optimize import gate as accuracy
+from edgemodel_operator.optimize.digest import sha256_file
+from edgemodel_operator.reconcile.images import Variant, image_tag, repository
+
+LOG = structlog.get_logger("edgemodel_operator.images")
+RETRY_SECONDS = (15, 30, 60, 120, 300, 600)
+
+
+class Builder(Protocol):
+    def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage: ...
+
+    def manifest(self, repository: str, tag: str) -> Manifest | None: ...
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    namespace: str
+    model: str
+    uri: str
+    sha256: str
+    version: str
+    variant: Variant
+    samples_uri: str | None = None
+    max_accuracy_drop: float = 0.01
+
+
+@dataclass(frozen=True)
+class ImageState:
+    state: Literal["Ready", "Building", "Failed"]
+    reference: str = ""  # repository@sha256:..., when Ready
+    size_bytes: int = 0
+    reason: str = ""  # when Failed: ModelDigestMismatch, AccuracyGateFailed, ...
+    message: str = ""  # progress while Building, the cause when Failed
+    terminal: bool = False  # Failed for good: the same inputs fail the same way
+
+
+class TerminalFailure(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class _Job:
+    future: Future[BuiltImage]
+    progress: str = "queued"
+    attempts: int = 1
+    retry_at: float = 0.0
+
+
+class DockerBuilder:
+    """The ImageBuilder adapter seen through the Builder port."""
+
+    def __init__(self, config: BuildConfig) -> None:
+        auth = _auth_from_file(config.auth_file, config.registry) if config.auth_file else None
+        self._builder = ImageBuilder(config.docker_host, config.registry_insecure, auth)
+
+    def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage:
+        return self._builder.ensure(request, progress)
+
+    def manifest(self, repository: str, tag: str) -> Manifest | None:
+        return self._builder.registry.manifest(repository, tag)
+
+
+def _auth_from_file(path: str, registry: str) -> dict[str, str] | None:
+    """username/password for the registry from a docker config.json (a mounted Secret)."""
+    auths = json.loads(Path(path).read_text()).get("auths", {})
+    entry = auths.get(registry.split("/")[0]) or {}
+    if "auth" in entry:
+        user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        return {"username": user, "password": password}
+    if "username" in entry:
+        return {"username": entry["username"], "password": entry.get("password", "")}
+    return None
+
+
+class ImagePipeline:
+    def __init__(
+        self,
+        config: BuildConfig,
+        builder: Builder,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._builder = builder
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-build")
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+
+    def reference_of(self, job: ImageJob) -> tuple[str, str]:
+        repo = repository(self._config.registry, job.namespace, job.model)
+        tag = image_tag(job.sha256, job.variant, __version__, self._config.base_image)
+        return repo, tag
+
+    def state(self, job: ImageJob) -> ImageState:
+        """Where the image of `job` stands; starts (or restarts) its build when needed."""
+        repo, tag = self.reference_of(job)
+        key = f"{repo}:{tag}"
+        with self._lock:
+            current = self._jobs.get(key)
+            if current is None:
+                self._jobs[key] = self._submit(job, repo, tag, attempts=1)
+                return ImageState("Building", message=f"Queued the build of {key}")
+            if not current.future.done():
+                return ImageState("Building", message=current.progress)
+            error = current.future.exception()
+            if error is None:
+                built = current.future.result()
+                return ImageState("Ready", reference=built.reference, size_bytes=built.size_bytes)
+            if isinstance(error, TerminalFailure):
+                return ImageState("Failed", reason=error.reason, message=str(error), terminal=True)
+            if self._clock() >= current.retry_at:
+                self._jobs[key] = self._submit(job, repo, tag, attempts=current.attempts + 1)
+                return ImageState("Building", message=f"Retrying the build of {key}")
+            wait = current.retry_at - self._clock()
+            return ImageState(
+                "Failed",
+                reason="BuildFailed",
+                message=f"{error} (attempt {current.attempts}; retrying in {wait:.0f}s)",
+            )
+
+    def _submit(self, job: ImageJob, repo: str, tag: str, attempts: int) -> _Job:
+        record = _Job(future=Future(), attempts=attempts)
+        delay = RETRY_SECONDS[min(attempts - 1, len(RETRY_SECONDS) - 1)]
+        record.retry_at = float("inf")
+
+        def progress(line: str) -> None:
+            record.progress = line
+            LOG.info(line, namespace=job.namespace, name=job.model, image=f"{repo}:{tag}")
+
+        def run() -> BuiltImage:
+            try:
+                return self._make(job, repo, tag, progress)
+            except Exception:
+                record.retry_at = self._clock() + delay
+                raise
+
+        record.future = self._pool.submit(run)
+        return record
+
+    def _make(
+        self, job: ImageJob, repo: str, tag: str, progress: Callable[[str], None]
+    ) -> BuiltImage:
+        existing = self._builder.manifest(repo, tag)
+        if existing is not None:  # content-addressed: nothing to fetch or build
+            progress(f"{repo}:{tag} is already in the registry")
+            return BuiltImage(f"{repo}@{existing.digest}", existing.digest,
+                              existing.size_bytes, built=False)  # fmt: skip
+        work = Path(self._config.work_dir)
+        model = self._model(job, work, progress)
+        samples = None
+        if job.samples_uri:
+            name = hashlib.sha256(job.samples_uri.encode()).hexdigest()[:16]
+            path = work / "samples" / f"{name}.npz"
+            samples = load_samples(path if path.is_file() else fetch(job.samples_uri, path))
+        progress(f"Making the {job.variant.precision} variant")
+        try:
+            out = work / "variants" / job.sha256 / job.variant.accelerator
+            variant = optimize(model, job.variant.precision, out, samples)
+            if samples is not None and job.variant.precision != "fp32":
+                result = accuracy.evaluate(model, variant.path, samples, job.variant.precision)
+                verdict = accuracy.check(result, job.max_accuracy_drop)
+                progress(f"Accuracy gate: {verdict.message}")
+                if not verdict.passed:
+                    raise TerminalFailure("AccuracyGateFailed", verdict.message)
+        except OptimizeError as err:
+            raise TerminalFailure("OptimizeFailed", str(err)) from err
+        request = BuildRequest(
+            model_file=variant.path,
+            model_name=job.model,
+            model_version=job.version,
+            accelerator=job.variant.accelerator,
+            precision=job.variant.precision,
+            repository=repo,
+            tag=tag,
+            base_image=self._config.base_image,
+            context_dir=Path(self._config.context_dir),
+            wheels_dir=Path(self._config.wheels_dir) / job.variant.accelerator,
+        )
+        try:
+            return self._builder.ensure(request, progress)
+        except SmokeTestFailed as err:
+            raise TerminalFailure("SmokeTestFailed", str(err)) from err
+
+    def _model(self, job: ImageJob, work: Path, progress: Callable[[str], None]) -> Path:
+        path = work / "models" / job.sha256 / "model.onnx"
+        if path.is_file() and sha256_file(path) == job.sha256:
+            return path
+        progress(f"Fetching {job.uri}")
+        try:
+            fetched = fetch(job.uri, path.with_suffix(".download"))
+        except FetchError as err:
+            raise ImageError(f"Could not fetch the model: {err}") from err
+        actual = sha256_file(fetched)
+        if actual != job.sha256:
+            fetched.unlink(missing_ok=True)
+            raise TerminalFailure(
+                "ModelDigestMismatch",
+                f"{job.uri} has sha256 {actual}, but spec.model.sha256 is {job.sha256}; "
+                "nothing was built",
+            )
+        fetched.replace(path)
+        return path
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

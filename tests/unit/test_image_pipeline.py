@@ -1,0 +1,133 @@
+"""The image pipeline with a fake builder: registry hits skip everything, a wrong sha256 and
+a failed accuracy gate are terminal, other failures are retried with backoff."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgemodel_operator.adapters.image_errors import PushFailed
+from edgemodel_operator.adapters.images import BuildRequest, BuiltImage, Manifest
+from edgemodel_operator.config import BuildConfig
+from edgemodel_operator.optimize import Variant as Variant_
+from edgemodel_operator.reconcile.images import Variant, image_tag
+from edgemodel_operator.services import images as images_service
+from edgemodel_operator.services.images import ImageJob, ImagePipeline, ImageState
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+import digits
+
+
+class FakeBuilder:
+    def __init__(self, fail: Exception | None = None, known: bool = False) -> None:
+        self.fail, self.known, self.requests = fail, known, list[BuildRequest]()
+
+    def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage:
+        self.requests.append(request)
+        progress("Step 1/9")
+        if self.fail:
+            raise self.fail
+        return BuiltImage(f"{request.repository}@sha256:{'a' * 64}", "sha256:" + "a" * 64, 42, True)
+
+    def manifest(self, repository: str, tag: str) -> Manifest | None:
+        return Manifest("sha256:" + "b" * 64, "m", (), "c") if self.known else None
+
+
+def config(tmp: Path) -> BuildConfig:
+    return BuildConfig("unix:///x.sock", "reg.local:5000", True, "", "images", str(tmp / "w"),
+                       "base:1", str(tmp / "work"))  # fmt: skip
+
+
+def settle(pipeline: ImagePipeline, job: ImageJob) -> ImageState:
+    deadline = time.monotonic() + 60
+    state = pipeline.state(job)
+    while state.state == "Building" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = pipeline.state(job)
+    return state
+
+
+@pytest.fixture(scope="module")
+def model() -> digits.DigitsModel:
+    return digits.build()
+
+
+def job(model: digits.DigitsModel, sha: str | None = None, drop: float = 0.05) -> ImageJob:
+    real = hashlib.sha256(model.model.read_bytes()).hexdigest()
+    return ImageJob("line-3", "digits", model.model.as_uri(), sha or real, "1",
+                    Variant("cpu", "int8"), model.samples.as_uri(), drop)  # fmt: skip
+
+
+def test_builds_the_gated_variant_with_a_content_tag(
+    model: digits.DigitsModel, tmp_path: Path
+) -> None:
+    builder = FakeBuilder()
+    pipeline = ImagePipeline(config(tmp_path), builder)
+    state = settle(pipeline, job(model))
+    assert (state.state, state.size_bytes) == ("Ready", 42)
+    assert state.reference == f"reg.local:5000/line-3/digits@sha256:{'a' * 64}"
+    (request,) = builder.requests
+    assert request.model_file.name == "model-int8.onnx"
+    assert request.wheels_dir == tmp_path / "w" / "cpu"
+    assert request.tag == image_tag(job(model).sha256, Variant("cpu", "int8"), "0.1.0", "base:1")
+
+
+def test_an_image_already_in_the_registry_is_not_built(
+    model: digits.DigitsModel, tmp_path: Path
+) -> None:
+    builder = FakeBuilder(known=True)
+    state = settle(ImagePipeline(config(tmp_path), builder), job(model, sha="f" * 64))
+    assert state.state == "Ready" and state.reference.endswith("b" * 64)
+    assert builder.requests == []  # nothing fetched, nothing built
+
+
+def test_wrong_digest_is_terminal(model: digits.DigitsModel, tmp_path: Path) -> None:
+    state = settle(ImagePipeline(config(tmp_path), FakeBuilder()), job(model, sha="0" * 64))
+    assert (state.state, state.reason, state.terminal) == ("Failed", "ModelDigestMismatch", True)
+    assert "nothing was built" in state.message
+
+
+def test_failed_accuracy_gate_is_terminal_with_figures(
+    model: digits.DigitsModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def damaging_optimize(source: Path, precision: str, out: Path, samples: Any) -> Variant_:
+        """A variant whose weights are all zero: it loads and answers, but wrongly."""
+        onnx_model = onnx.load(str(source))
+        for init in onnx_model.graph.initializer:
+            array = numpy_helper.to_array(init)
+            if array.dtype.kind == "f":
+                init.CopyFrom(numpy_helper.from_array(np.zeros_like(array), init.name))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"model-{precision}.onnx"
+        onnx.save(onnx_model, str(path))
+        return Variant_(precision, "copy", path, "", path.stat().st_size)
+
+    monkeypatch.setattr(images_service, "optimize", damaging_optimize)
+    builder = FakeBuilder()
+    state = settle(ImagePipeline(config(tmp_path), builder), job(model))
+    assert (state.state, state.reason, state.terminal) == ("Failed", "AccuracyGateFailed", True)
+    assert "int8 accuracy 0." in state.message and "exceeds 0.050" in state.message
+    assert builder.requests == []
+
+
+def test_other_failures_are_retried_with_backoff(model: digits.DigitsModel, tmp_path: Path) -> None:
+    now = [0.0]
+    builder = FakeBuilder(fail=PushFailed("registry said 500"))
+    pipeline = ImagePipeline(config(tmp_path), builder, clock=lambda: now[0])
+    state = settle(pipeline, job(model))
+    assert (state.state, state.reason, state.terminal) == ("Failed", "BuildFailed", False)
+    assert "registry said 500" in state.message and "retrying in 15s" in state.message
+    now[0] = 16.0
+    assert pipeline.state(job(model)).message.startswith("Retrying")
+    builder.fail = None
+    assert settle(pipeline, job(model)).state == "Ready"
+    assert len(builder.requests) == 2
