@@ -8,8 +8,11 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
 from clusterkit import Cluster, OperatorProcess, pod_ready, wait_until
 from test_edgemodel import apply, condition, get_em, minimal, wait_condition
+
+pytestmark = pytest.mark.usefixtures("operator")
 
 DEADLINE = 10  # progressDeadlineSeconds, the smallest the API allows
 RESYNC = 2  # the operator's check period in these tests (EDGEMODEL_RESYNC_SECONDS)
@@ -207,3 +210,92 @@ def test_operator_down_mid_rollout_rolls_back_once_and_acts_on_the_last_edit(
     assert serving_image(cluster, namespace, "line") == "edgemodel-server:1.4.0-cpu"
     assert len(fixed["status"]["failedRevisions"]) == 1
     assert len(cluster.apps.list_namespaced_deployment(namespace).items) == 1
+
+
+def fleet_model(
+    name: str, image: str, waves: list[dict[str, int]], **rollout: Any
+) -> dict[str, Any]:
+    em = minimal(name, [{"name": "edge", "accelerator": "cpu", "placement": "perNode",
+                         "image": image}])  # fmt: skip
+    em["spec"]["rollout"] = {"progressDeadlineSeconds": DEADLINE, "waves": waves, **rollout}
+    em["spec"]["serving"] = {"probe": {"periodSeconds": 2, "failureThreshold": 2}}
+    return em
+
+
+def pods_by_node(cluster: Cluster, namespace: str, name: str) -> dict[str, tuple[str, str, bool]]:
+    pods = cluster.core.list_namespaced_pod(
+        namespace, label_selector=f"edgeai.dev/edgemodel={name}"
+    )
+    return {
+        p.spec.node_name: (p.metadata.uid, p.spec.containers[0].image, pod_ready(p))
+        for p in pods.items
+        if p.spec.node_name and not p.metadata.deletion_timestamp
+    }
+
+
+def test_waves_move_the_fleet_step_by_step(cluster: Cluster, namespace: str) -> None:
+    em = fleet_model("fleet", "edgemodel-server:1.0.0-cpu", [{"count": 1}, {"percent": 50}])
+    apply(cluster, namespace, em)
+    promoted(cluster, namespace, "fleet")
+    nodes = len(pods_by_node(cluster, namespace, "fleet"))
+    ds = cluster.apps.read_namespaced_daemon_set("fleet-edge", namespace)
+    assert ds.spec.update_strategy.type == "OnDelete"
+
+    apply(cluster, namespace, with_image(em, "edgemodel-server:1.1.0-cpu"))
+    seen: list[int] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = [img for _, img, _ in pods_by_node(cluster, namespace, "fleet").values()]
+        moved = sum(1 for img in now if img.endswith("1.1.0-cpu"))
+        if not seen or seen[-1] != moved:
+            seen.append(moved)
+        if moved == nodes and (
+            get_em(cluster, namespace, "fleet")["status"].get("stableRevision")
+            == get_em(cluster, namespace, "fleet")["status"]["revision"]
+        ):
+            break
+        time.sleep(0.2)
+    assert seen == sorted(seen), seen  # never back
+    assert 1 in seen and (nodes + 1) // 2 in seen and seen[-1] == nodes, seen
+    reasons = [r for _, r in events(cluster, namespace, "fleet")]
+    assert reasons.count("ReplacedPods") >= 3 and "Promoted" in reasons
+
+
+def test_a_failing_canary_wave_rolls_back_only_the_nodes_it_touched(
+    cluster: Cluster, namespace: str
+) -> None:
+    canary = "edge-cpu-5"
+    cluster.core.patch_node(canary, {"metadata": {"labels": {"edgeai.dev/canary": "true"}}})
+    try:
+        em = fleet_model("careful", "edgemodel-server:1.0.0-cpu", [{"count": 1}],
+                         canarySelector={"edgeai.dev/canary": "true"})  # fmt: skip
+        apply(cluster, namespace, em)
+        promoted(cluster, namespace, "careful")
+        before = pods_by_node(cluster, namespace, "careful")
+        apply(cluster, namespace, with_image(em, "edgemodel-server:1.1.0-never-ready"))
+        wait_until(
+            lambda: (
+                pods_by_node(cluster, namespace, "careful")
+                .get(canary, ("", "", 0))[1]
+                .endswith("never-ready")
+            ),
+            timeout=20,
+            what="the canary node to get the new version first",
+        )
+        rolled = wait_condition(cluster, namespace, "careful", "RolledBack", "True", timeout=40)
+        assert "pod careful-edge-" in condition(rolled, "Degraded")["message"]
+        after = wait_until(
+            lambda: (
+                (p := pods_by_node(cluster, namespace, "careful"))
+                and all(img.endswith("1.0.0-cpu") and ok for _, img, ok in p.values())
+                and len(p) == len(before)
+                and p
+            ),
+            timeout=30,
+            what="every node back on the stable version",
+        )
+        untouched = {n: uid for n, (uid, _, _) in before.items() if n != canary}
+        assert {n: after[n][0] for n in untouched} == untouched  # same pods: never replaced
+        assert after[canary][0] != before[canary][0]
+    finally:
+        cluster.core.patch_node(canary, {"metadata": {"labels": {"edgeai.dev/canary": None}}})

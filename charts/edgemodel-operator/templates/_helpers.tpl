@@ -65,7 +65,8 @@ because the operator issues that request (see the chart README, "RBAC"):
   OwnerReferencesPermissionEnforcement admission plugin allows only with this right);
 - deployments, daemonsets: list/watch (kopf indices), create+patch (server-side apply is a
   PATCH that creates a missing object), delete (a target removed from the spec);
-- pods: list/watch (kopf index for readiness and node names);
+- pods: list/watch (kopf index for readiness and node names), delete (a rollout in waves
+  moves a DaemonSet's nodes one by one by deleting their pods; updateStrategy OnDelete);
 - events: create (kopf posts core/v1 Events).
 */}}
 {{- define "edgemodel-operator.namespacedRules" -}}
@@ -83,7 +84,7 @@ because the operator issues that request (see the chart README, "RBAC"):
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

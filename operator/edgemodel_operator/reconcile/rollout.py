@@ -49,6 +49,8 @@ class RolloutState:
     stable_revision: str | None = None
     stable_spec: Mapping[str, Any] | None = None
     failed: tuple[FailedRevision, ...] = ()
+    wave: int = 0  # the wave under way, for perNode targets rolled out in waves
+    wave_started_at: str | None = None  # the progress deadline counts per wave
 
     def failure(self, revision: str) -> FailedRevision | None:
         return next((f for f in self.failed if f.revision == revision), None)
@@ -65,10 +67,17 @@ class TargetHealth:
     not_ready: tuple[str, ...] = ()  # "pod p on node n" for candidate pods not Ready
     crashing: tuple[str, ...] = ()  # "pod p on node n: CrashLoopBackOff (5 restarts)"
     lost: tuple[str, ...] = ()  # pods that were Ready and are not any more
+    expected: int | None = None  # pods due on the revision in the current wave; None: all
 
     @property
     def healthy(self) -> bool:
-        return self.settled and self.ready >= self.desired
+        due = self.desired if self.expected is None else self.expected
+        return self.settled and self.ready >= due
+
+    @property
+    def final(self) -> bool:
+        """Every pod is due on the revision: no wave is left."""
+        return self.expected is None or self.expected >= self.desired
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,7 @@ def gate_failure(
     lost = [f"{h.name}: {p}" for h in health for p in h.lost]
     if lost:
         return "ReadinessLost", f"{len(lost)} pod(s) stopped being Ready", tuple(lost)
-    waited = _since(now, state.started_at)
+    waited = _since(now, state.wave_started_at or state.started_at)
     if waited > policy.progress_deadline_seconds and not all(h.healthy for h in health):
         stuck = [f"{h.name}: {p}" for h in health for p in h.not_ready]
         short = [f"{h.name} {h.ready}/{h.desired} Ready" for h in health if not h.healthy]
@@ -141,7 +150,8 @@ def decide(
         return Plan(Action.STEADY, revision, steady)
 
     if state.revision != revision:  # a new rollout starts now
-        state = replace(state, revision=revision, started_at=stamp, ready_since=None)
+        state = replace(state, revision=revision, started_at=stamp, ready_since=None, wave=0,
+                        wave_started_at=None)  # fmt: skip
 
     failure = gate_failure(health, policy, state, now)
     if failure is not None:
@@ -158,6 +168,13 @@ def decide(
         return Plan(Action.ROLL_FORWARD, revision, replace(state, ready_since=None))
     ready_since = state.ready_since or stamp
     state = replace(state, ready_since=ready_since)
+    if _since(now, ready_since) >= policy.stabilization_seconds and not all(
+        h.final for h in health
+    ):
+        wave = state.wave + 1
+        after = replace(state, wave=wave, wave_started_at=stamp, ready_since=None)
+        return Plan(Action.ROLL_FORWARD, revision, after, "NextWave",
+                    f"Wave {wave} passed its gates; starting wave {wave + 1}")  # fmt: skip
     if _since(now, ready_since) >= policy.stabilization_seconds:
         promoted = replace(state, stable_revision=revision, stable_spec=spec)
         return Plan(Action.PROMOTE, revision, promoted)
@@ -221,6 +238,8 @@ def state_from_status(status: Mapping[str, Any]) -> RolloutState:
         revision=rollout.get("revision"),
         started_at=rollout.get("startedAt"),
         ready_since=rollout.get("readySince"),
+        wave=max(0, int(rollout.get("wave", 1)) - 1),
+        wave_started_at=rollout.get("waveStartedAt"),
         stable_revision=stable.get("revision"),
         stable_spec=stable.get("spec"),
         failed=tuple(
@@ -241,6 +260,8 @@ def state_to_status(state: RolloutState) -> dict[str, Any]:
                 "revision": state.revision,
                 "startedAt": state.started_at,
                 "readySince": state.ready_since,
+                "wave": state.wave + 1 if state.wave_started_at else None,
+                "waveStartedAt": state.wave_started_at,
             }.items()
             if v
         },

@@ -171,10 +171,11 @@ def build_workload(
     }
     if target.placement == "perNode":
         kind = "DaemonSet"
-        workload_spec["updateStrategy"] = {
-            "type": "RollingUpdate",
-            "rollingUpdate": {"maxUnavailable": max_unavailable},
-        }
+        workload_spec["updateStrategy"] = (
+            {"type": "OnDelete"}  # the operator moves nodes wave by wave (reconcile/waves.py)
+            if spec.rollout.waves
+            else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}
+        )
     else:
         kind = "Deployment"
         # An accelerator-bound pod cannot surge onto a node whose device is taken.

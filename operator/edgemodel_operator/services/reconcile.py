@@ -7,7 +7,7 @@ Returns the new status, the Events to post and what to count in metrics."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,6 +38,12 @@ from edgemodel_operator.reconcile.status import (
     counts,
     events_for,
     invalid_status,
+)
+from edgemodel_operator.reconcile.waves import (
+    node_order,
+    pods_to_replace,
+    unavailable_budget,
+    wave_sizes,
 )
 from edgemodel_operator.reconcile.workloads import (
     Owner,
@@ -93,11 +99,22 @@ def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
     return [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
 
 
+def _in_waves(spec: EdgeModelSpec, placement: Placement) -> bool:
+    return bool(spec.rollout.waves) and placement.target.placement == "perNode"
+
+
+def _wave_order(spec: EdgeModelSpec, placement: Placement, nodes: Sequence[NodeInfo]) -> list[str]:
+    labels = {n.name: n.labels for n in nodes}
+    return node_order(placement.nodes, labels, spec.rollout.canary_selector)
+
+
 def _health(
-    model: str, rev: str, placements: Sequence[Placement], observed: Observed, was_ready: bool,
+    model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
+    observed: Observed, nodes: Sequence[NodeInfo], wave: int, was_ready: bool,
     failure_threshold: int,
 ) -> list[TargetHealth]:  # fmt: skip
-    """How the pods of revision `rev` are doing, target by target."""
+    """How the pods of revision `rev` are doing, target by target (in waves: how the pods
+    due in the current wave are)."""
     live = {w["metadata"]["name"]: w for w in observed.workloads}
     health = []
     for p in placements:
@@ -107,18 +124,40 @@ def _health(
         n = counts(workload)
         template = ((workload or {}).get("spec") or {}).get("template") or {}
         on_rev = (template.get("metadata") or {}).get("annotations", {}).get(REVISION_ANNOTATION)
-        health.append(
-            target_health(
-                name=p.target.name,
-                revision=rev,
-                desired=n.desired if workload else max(p.target.replicas, 1),
-                settled=n.current and on_rev == rev,
-                pods=_pods_of(observed, p.target.name),
-                was_ready=was_ready,
-                failure_threshold=failure_threshold,
-            )
+        health_now = target_health(
+            name=p.target.name,
+            revision=rev,
+            desired=n.desired if workload else max(p.target.replicas, 1),
+            settled=n.current and on_rev == rev,
+            pods=_pods_of(observed, p.target.name),
+            was_ready=was_ready,
+            failure_threshold=failure_threshold,
         )
+        if _in_waves(spec, p):
+            sizes = wave_sizes(spec.rollout.waves, len(p.nodes))
+            expected = sizes[min(wave, len(sizes) - 1)]
+            health_now = replace(health_now, expected=expected)
+        health.append(health_now)
     return health
+
+
+def _move_pods(
+    spec: EdgeModelSpec, placement: Placement, nodes: Sequence[NodeInfo], plan: Plan,
+    revision: str, pods: Sequence[Mapping[str, Any]],
+) -> list[str]:  # fmt: skip
+    """Pods of a waved target to delete now so that the DaemonSet recreates them on
+    `revision`: the current wave's nodes while rolling forward, every node otherwise."""
+    if plan.action is Action.HOLD:
+        return []  # nothing better to go to: leave the fleet as it is
+    order = _wave_order(spec, placement, nodes)
+    total = len(order)
+    if plan.action is Action.ROLL_FORWARD:
+        sizes = wave_sizes(spec.rollout.waves, total)
+        upto = sizes[min(plan.state.wave, len(sizes) - 1)]
+        budget = unavailable_budget(spec.rollout.max_unavailable, total)
+    else:  # promote, steady, roll back, hold stable: converge every node at once
+        upto, budget = total, total
+    return pods_to_replace(order, upto, pods, revision, budget)
 
 
 def _annotate(
@@ -240,7 +279,9 @@ def reconcile(
     state = state_from_status(previous)
     policy = _policy(spec)
     was_ready = state.revision == rev and state.ready_since is not None
-    health = _health(name, rev, candidate, observed, was_ready, policy.failure_threshold)
+    wave = state.wave if state.revision == rev else 0
+    health = _health(name, rev, spec, candidate, observed, nodes, wave, was_ready,
+                     policy.failure_threshold)  # fmt: skip
     plan = decide(rev, raw_spec, state, health, policy, now)
 
     run_spec, run_rev, run_pinned = spec, rev, pinned
@@ -277,6 +318,15 @@ def reconcile(
             events.append(EventSpec("Normal", verb, f"{verb} {key[0]} {key[1]}"))
         target = placement.target.name
         by_target[target] = TargetObservation(workload=live, pods=_pods_of(observed, target))
+        if _in_waves(run_spec, placement):
+            moving = _move_pods(run_spec, placement, nodes, plan, run_rev,
+                                _pods_of(observed, target))  # fmt: skip
+            for pod in moving:
+                writer.delete("Pod", namespace, pod)
+            if moving:
+                events.append(EventSpec("Normal", "ReplacedPods", f"Replaced {len(moving)} "
+                                        f"pod(s) of target {target} to run revision {run_rev} "
+                                        f"(wave {plan.state.wave + 1})"))  # fmt: skip
 
     for stale in orphans(desired_keys, observed.workloads):
         kind, child = stale["kind"], stale["metadata"]["name"]
