@@ -1,8 +1,8 @@
 -- Argo CD health check for edgeai.dev/EdgeModel.
 --
 -- Reads what the operator writes: status.observedGeneration and the conditions Ready,
--- Progressing and Degraded (with reasons such as NoMatchingNodes, InvalidSpec, FellBack,
--- RolledBack). Written for the Lua 5.1 dialect Argo CD embeds; uses no library beyond
+-- Progressing, Degraded and ImagesReady (with reasons such as NoMatchingNodes, InvalidSpec,
+-- FellBack, RolledBack, Building, ModelDigestMismatch). Written for the Lua 5.1 dialect Argo CD embeds; uses no library beyond
 -- ipairs and string concatenation.
 local hs = {}
 
@@ -54,6 +54,14 @@ local conditions = obj.status.conditions
 local ready = conditionOf(conditions, "Ready")
 local progressing = conditionOf(conditions, "Progressing")
 local degraded = conditionOf(conditions, "Degraded")
+
+-- Images for the spec's revision are being built: what ran before keeps running.
+local images = conditionOf(conditions, "ImagesReady")
+if images ~= nil and images.status == "False" and images.reason == "Building" then
+  hs.status = "Progressing"
+  hs.message = describe(images, "Building the model images")
+  return hs
+end
 
 if ready == nil then
   hs.status = "Progressing"
