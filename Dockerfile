@@ -1,18 +1,85 @@
-# The operator image: non-root, the package and its dependencies only.
-# BASE_IMAGE lets sites build on a mirrored or local base; PIP_INDEX_URL a local index.
+# The operator image: the edgemodel_operator package with its optimize extra (model
+# conversion and quantization) in a venv, the model-server build context, non-root.
+#
+# Build context (.dockerignore keeps everything else out):
+#   pyproject.toml, README.md, operator/   the package
+#   images/                                the model server's Dockerfile and package, which
+#                                          the operator builds per-accelerator images from
+#   wheels/*.whl (optional)                for an air-gapped build: CPython 3.11 manylinux
+#                                          wheels of the dependencies, the optimize extra and
+#                                          the build backend (setuptools, wheel), as
+#                                          `hack/imagekit.py wheels operator` downloads them
+# With wheels/ nothing is downloaded (pip --no-index); without it pip installs from
+# PIP_INDEX_URL (a mirror or proxy of PyPI). BASE_IMAGE may name a local or mirrored base
+# with python3.11 and its venv module, e.g. Debian bookworm's python3 and python3-venv.
+#
+#   docker build -t edgemodel-operator:0.1.0 .
+#   docker build --build-arg BASE_IMAGE=registry.local/python:3.11-slim-bookworm \
+#       -t registry.local/edgemodel-operator:0.1.0 .        # with wheels/ in the context
 ARG BASE_IMAGE=python:3.11-slim-bookworm
-FROM ${BASE_IMAGE}
 
+FROM ${BASE_IMAGE} AS venv
 ARG PIP_INDEX_URL=https://pypi.org/simple
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own that only pyproject.toml and the wheels
+# invalidate. `wheel[s]` copies the wheels next to pyproject.toml when the context has
+# wheels/, and nothing (no error) when it has not; their presence picks where pip installs
+# from. The package itself is an empty placeholder here (operator/ comes next).
+COPY pyproject.toml README.md wheel[s] ./
+RUN if ls ./*.whl >/dev/null 2>&1; then \
+        echo "installing from the wheels in the context, no index"; \
+        echo "--no-index --find-links /src" > /src/.pip-source; \
+    else \
+        echo "installing from ${PIP_INDEX_URL}"; \
+        echo "--index-url ${PIP_INDEX_URL}" > /src/.pip-source; \
+    fi \
+ && mkdir operator \
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install --quiet $(cat /src/.pip-source) ".[optimize]"
+# Then the package. Afterwards pip and setuptools leave the venv, and so do two parts
+# nothing imports: the kubernetes client's asyncio copy (kubernetes/aio, ~70 MB with
+# bytecode; kopf talks to the API server itself) and onnx's backend conformance test data
+# (~17 MB).
 COPY operator/ operator/
-RUN python3 -m pip install --index-url "${PIP_INDEX_URL}" . && rm -rf /src
+RUN /opt/venv/bin/python -m pip install --quiet --no-deps --force-reinstall \
+        $(cat /src/.pip-source) . \
+ && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools \
+ && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
+           /opt/venv/lib/python3*/site-packages/onnx/backend/test \
+ && /opt/venv/bin/python -c "import edgemodel_operator.__main__, edgemodel_operator.optimize"
 
+# The image itself: the base, the venv (without pip and the wheels that made it), the
+# model server's build context.
+FROM ${BASE_IMAGE}
+COPY --from=venv /opt/venv /opt/venv
+COPY images/ /opt/edgemodel/images/
+# EDGEMODEL_WHEELS_DIR: when image builds are on (DOCKER_HOST and EDGEMODEL_REGISTRY_URL),
+# mount the model server's wheels there, one folder per accelerator (cpu/, gpu/, npu/, each
+# *.whl and requirements.txt, as `hack/imagekit.py wheels cpu gpu npu` downloads them),
+# e.g. from a PersistentVolume. EDGEMODEL_WORK_DIR is scratch space for models and build
+# contexts under /tmp, which is writable with a read-only root filesystem (the chart mounts
+# an emptyDir there).
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/tmp \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    EDGEMODEL_BUILD_CONTEXT=/opt/edgemodel/images \
+    EDGEMODEL_WORK_DIR=/tmp/edgemodel \
+    EDGEMODEL_WHEELS_DIR=/var/lib/edgemodel/wheels \
+    EDGEMODEL_HEALTH_ADDRESS=0.0.0.0:8081
 WORKDIR /
 USER 65532:65532
+# The kopf liveness endpoint /healthz (EDGEMODEL_HEALTH_ADDRESS).
 EXPOSE 8081
-ENV EDGEMODEL_HEALTH_ADDRESS=0.0.0.0:8081
-ENTRYPOINT ["python3", "-m", "edgemodel_operator"]
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "edgemodel_operator"]
+
+ARG VERSION=0.1.0
+ARG REVISION=""
+ARG BASE_IMAGE
+LABEL org.opencontainers.image.title="edgemodel-operator" \
+      org.opencontainers.image.description="Kubernetes operator that optimizes, builds, places and safely rolls out deep-learning models per accelerator on edge clusters" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"

@@ -4,7 +4,8 @@ local Debian base image and the model server's wheels, for tests and local build
 
     imagekit.py up              start (or reuse) the podman Docker-API service and the registry
     imagekit.py base            build the Debian bookworm base once (cached) and import it
-    imagekit.py wheels [ACC..]  download the server's wheels per accelerator (default: cpu)
+    imagekit.py wheels [ACC..]  download the server's wheels per accelerator (default: cpu);
+                                `wheels operator`: the operator's own, for its image (Dockerfile)
     imagekit.py env             print DOCKER_HOST and EDGEMODEL_REGISTRY as shell exports
     imagekit.py status          say what runs
     imagekit.py down            stop the service and the registry, delete .imagekit/
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -564,11 +566,33 @@ def wheels_dir(accelerator: str) -> Path:
     return cache_root() / "wheels" / accelerator
 
 
+def operator_requirements() -> tuple[str, ...]:
+    """What the operator image installs (Dockerfile, `pip install '.[optimize]'` with
+    --no-index): the build backend, the dependencies and the optimize extra, from
+    pyproject.toml."""
+    try:
+        pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        return (
+            *pyproject["build-system"]["requires"],
+            *pyproject["project"]["dependencies"],
+            *pyproject["project"]["optional-dependencies"]["optimize"],
+        )
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as err:
+        raise KitError(
+            f"cannot read the operator's requirements from pyproject.toml: {err}"
+        ) from err
+
+
 def cmd_wheels(accelerators: list[str]) -> None:
     for accelerator in accelerators or ["cpu"]:
-        if accelerator not in WHEELS:
-            raise KitError(f"unknown accelerator {accelerator!r}; expected cpu, gpu or npu")
-        requirements = WHEELS[accelerator]
+        if accelerator == "operator":
+            requirements = operator_requirements()
+        elif accelerator in WHEELS:
+            requirements = WHEELS[accelerator]
+        else:
+            raise KitError(
+                f"unknown accelerator {accelerator!r}; expected cpu, gpu, npu or operator"
+            )
         target = wheels_dir(accelerator)
         stamp = target / "requirements.txt"
         wanted = "".join(f"{r}\n" for r in requirements)
@@ -630,7 +654,7 @@ def main(argv: list[str]) -> int:
     for name in ("up", "base", "env", "status", "down"):
         sub.add_parser(name)
     wheels = sub.add_parser("wheels")
-    wheels.add_argument("accelerators", nargs="*", metavar="cpu|gpu|npu")
+    wheels.add_argument("accelerators", nargs="*", metavar="cpu|gpu|npu|operator")
     args = parser.parse_args(argv)
     try:
         lay = layout()
