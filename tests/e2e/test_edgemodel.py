@@ -261,6 +261,8 @@ def test_removing_a_target_deletes_its_workload_and_deleting_the_model_collects_
         timeout=60,
         what="the garbage collector to remove the Deployment and its pods",
     )
+    time.sleep(3 * 2)  # three resync periods: nothing comes back for a deleted model
+    assert not cluster.apps.list_namespaced_deployment(namespace).items
 
 
 @pytest.mark.parametrize(

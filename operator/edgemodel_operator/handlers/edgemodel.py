@@ -8,7 +8,6 @@ register() attaches the handlers to a registry once the configuration is known."
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
@@ -130,14 +129,3 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         initial_delay=config.resync_seconds,
         registry=registry,
     )(reconcile_edgemodel)
-    _without_finalizers(registry)
-
-
-def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
-    """kopf puts a finalizer on every object with a timer, so that deleting an EdgeModel (or
-    its namespace) hangs while no operator runs. Our timer holds nothing to clean up and
-    children go by ownerReferences: drop the requirement. (tests/unit pins this.)"""
-    spawning = registry._spawning  # no public switch for timers in kopf 1.x
-    spawning._handlers = [
-        dataclasses.replace(h, requires_finalizer=False) for h in spawning._handlers
-    ]

@@ -227,7 +227,12 @@ def target_health(
         settled=settled,
         not_ready=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]),
         crashing=tuple(crashing[:MAX_EVIDENCE]),
-        lost=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]) if was_ready else (),
+        # Only a scheduled pod can lose readiness; one waiting for a node is just new.
+        lost=tuple(_where(p) for p in not_ready if (p.get("spec") or {}).get("nodeName"))[
+            :MAX_EVIDENCE
+        ]
+        if was_ready
+        else (),
     )
 
 
