@@ -54,15 +54,15 @@ cluster-status: ## Show the cluster's processes and nodes
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy and the import-linter contracts
-	$(VENV)/bin/ruff check operator tests hack images/server
-	$(VENV)/bin/ruff format --check operator tests hack images/server
+	$(VENV)/bin/ruff check operator tests hack images/server bench
+	$(VENV)/bin/ruff format --check operator tests hack images/server bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 .PHONY: format
 format: venv ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix operator tests hack images/server
-	$(VENV)/bin/ruff format operator tests hack images/server
+	$(VENV)/bin/ruff check --fix operator tests hack images/server bench
+	$(VENV)/bin/ruff format operator tests hack images/server bench
 
 .PHONY: unit
 unit: venv ## Unit tests only (no cluster)
@@ -70,7 +70,13 @@ unit: venv ## Unit tests only (no cluster)
 
 .PHONY: test
 test: deps venv tools helm lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests bench/test_bench_smoke.py $(PYTEST_ARGS)
+
+SUITE ?= all
+SIZE ?= full
+.PHONY: bench
+bench: venv tools ## Benchmarks on a cluster of their own (port base 18400), results in bench/results; SUITE=fleet|rollback|footprint|optimize|serving|update-bytes|all SIZE=tiny|full
+	$(PY) bench/run.py --suite $(SUITE) --size $(SIZE) --out bench/results
 
 .PHONY: demo
 demo: venv cluster-up ## The main job: local edge cluster + operator reconciling the samples in examples/

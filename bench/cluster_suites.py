@@ -1,0 +1,503 @@
+"""Suites on a local cluster of the benchmark's own: `fleet`, `rollback`, `footprint`."""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from common import log, median, pct, ratio, rounded, wait_for
+from kube import GROUP, PLURAL, VERSION, BenchCluster, CountingProxy, Operator, condition, em_ready
+
+SHA = "3b5d5c3712955042212316173ccf37be800d0a4bf2c6e8d1c0a7f3dd0c6b0f5e"
+MODEL_LABEL = "edgeai.dev/edgemodel"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+ACCELERATORS = ("gpu", "npu", "cpu")
+# Full size is the 1,500-node fleet of a large site; FLEET_FULL and FLEET_REPEATS override it
+# (for example on a shared two-core machine).
+FLEETS = {
+    "tiny": "gpu=2,npu=2,cpu=4",
+    "full": os.environ.get("FLEET_FULL", "gpu=300,npu=300,cpu=900"),
+}
+FOOTPRINT_FLEETS = {"tiny": "gpu=0,npu=30,cpu=4", "full": "gpu=0,npu=300,cpu=30"}
+REPEATS = {"tiny": 1, "full": int(os.environ.get("FLEET_REPEATS", "2"))}
+ROLLBACK_DEADLINES = {"tiny": (10,), "full": (10, 30)}
+FOOTPRINT_COUNTS = {
+    "tiny": (10, 100),
+    "full": tuple(int(x) for x in os.environ.get("FOOTPRINT_FULL", "10,100,1000").split(",")),
+}
+POLL = 0.25
+
+_cluster: BenchCluster | None = None
+
+
+def cluster_for(fleet: str) -> BenchCluster:
+    """One benchmark cluster at a time; reused by suites that ask for the same fleet."""
+    global _cluster
+    if _cluster is not None and _cluster.fleet == fleet:
+        return _cluster
+    if _cluster is not None:
+        _cluster.down()
+    _cluster = BenchCluster(fleet)
+    atexit.register(_cluster.down)
+    log(f"starting a benchmark cluster with fleet {fleet} on port base {_cluster.port_base}")
+    took = _cluster.up()
+    log(f"benchmark cluster up in {took:.0f}s")
+    return _cluster
+
+
+def fleet_counts(fleet: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (p.split("=") for p in fleet.split(","))}
+
+
+def image(acc: str, tag: str) -> str:
+    return f"registry.local/digits-{acc}:{tag}"
+
+
+def fleet_model(name: str, tag: str, deadline: int = 600) -> dict[str, Any]:
+    precision = {"gpu": "fp16", "npu": "int8", "cpu": "fp32"}
+    targets = [
+        {"name": acc, "accelerator": acc, "precision": precision[acc], "placement": "perNode",
+         "image": image(acc, tag)}
+        for acc in ACCELERATORS
+    ]  # fmt: skip
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EdgeModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "file:///models/digits/1.0.0/model.onnx", "sha256": SHA,
+                      "version": "1.0.0"},
+            "targets": targets,
+            "serving": {"probe": {"periodSeconds": 2, "failureThreshold": 2}},
+            "rollout": {"progressDeadlineSeconds": deadline},
+        },
+    }  # fmt: skip
+
+
+# --- DaemonSet observation -------------------------------------------------------------
+
+
+def daemonsets(c: BenchCluster, ns: str) -> list[Any]:
+    return list(c.apps.list_namespaced_daemon_set(ns).items)
+
+
+def ds_done(ds: Any, want_image: str | None = None) -> bool:
+    """`kubectl rollout status`: every desired pod updated, Ready and available."""
+    st = ds.status
+    desired = st.desired_number_scheduled or 0
+    img = ds.spec.template.spec.containers[0].image
+    return bool(
+        st.observed_generation == ds.metadata.generation
+        and desired > 0
+        and (st.updated_number_scheduled or 0) == desired
+        and (st.number_ready or 0) == desired
+        and (st.number_available or 0) == desired
+        and (want_image is None or img == want_image)
+    )
+
+
+def all_done(items: list[Any], expected: int, tag: str | None) -> bool:
+    if len(items) != len(ACCELERATORS):
+        return False
+    total = sum(d.status.desired_number_scheduled or 0 for d in items)
+    want = {d.metadata.name: d.spec.template.spec.containers[0].image for d in items}
+    return total == expected and all(
+        ds_done(d, want[d.metadata.name] if tag is None else None)
+        and (tag is None or want[d.metadata.name].endswith(":" + tag))
+        for d in items
+    )
+
+
+def pods_on(c: BenchCluster, ns: str, tag: str) -> tuple[int, int]:
+    """(pods running the tag and Ready, all pods) in the namespace."""
+    good = total = 0
+    for p in c.core.list_namespaced_pod(ns).items:
+        total += 1
+        ready = any(x.type == "Ready" and x.status == "True" for x in p.status.conditions or [])
+        if ready and p.spec.containers[0].image.endswith(":" + tag):
+            good += 1
+    return good, total
+
+
+def wait_no_pods(c: BenchCluster, ns: str, timeout: float) -> None:
+    wait_for(
+        lambda: not c.core.list_namespaced_pod(ns, limit=1).items,
+        timeout=timeout,
+        what=f"the pods in {ns} to be gone",
+        every=1.0,
+    )
+
+
+def timed_rollout(
+    c: BenchCluster, ns: str, expected: int, tag: str, em: str | None, timeout: float
+) -> float:
+    """Seconds from now until every DaemonSet in ns runs `tag` on all pods (and the
+    EdgeModel `em`, when given, is Ready for its current generation)."""
+    t0 = time.monotonic()
+
+    def done() -> bool:
+        if em is not None and not em_ready(c.get_em(ns, em)):
+            return False
+        return all_done(daemonsets(c, ns), expected, tag)
+
+    wait_for(done, timeout=timeout, what=f"{ns} to run {tag} everywhere", every=POLL)
+    return time.monotonic() - t0
+
+
+def operator_update(c: BenchCluster, ns: str, expected: int, timeout: float) -> str:
+    """Wait for the update to finish; a rollback by the operator ends it too (and is said)."""
+
+    def done() -> str | None:
+        em = c.get_em(ns, "digits")
+        if condition(em, "RolledBack") == "True":
+            for cond in em["status"]["conditions"]:
+                if cond["type"] == "Degraded":
+                    return "rolled back by the operator: " + str(cond.get("message", ""))[:300]
+            return "rolled back by the operator"
+        if em_ready(em) and all_done(daemonsets(c, ns), expected, "1.1.0"):
+            return "updated"
+        return None
+
+    try:
+        return wait_for(done, timeout=timeout, what="the update", every=POLL)
+    except TimeoutError as err:
+        return f"timeout: {err}"
+
+
+def raw_copy(ds: dict[str, Any]) -> dict[str, Any]:
+    """The operator-made DaemonSet as a hand-written one: no owner, no status, renamed."""
+    meta = ds["metadata"]
+
+    def relabel(labels: dict[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in labels.items() if k != MANAGED_BY}
+        if MODEL_LABEL in out:
+            out[MODEL_LABEL] = "raw-" + out[MODEL_LABEL]
+        return out
+
+    spec = copy.deepcopy(ds["spec"])
+    spec["selector"]["matchLabels"] = relabel(spec["selector"]["matchLabels"])
+    spec["template"]["metadata"]["labels"] = relabel(spec["template"]["metadata"]["labels"])
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "raw-" + meta["name"], "labels": relabel(meta.get("labels", {}))},
+        "spec": spec,
+    }
+
+
+def with_tag(ds_list: list[dict[str, Any]], tag: str) -> dict[str, Any]:
+    items = copy.deepcopy(ds_list)
+    for ds in items:
+        container = ds["spec"]["template"]["spec"]["containers"][0]
+        container["image"] = container["image"].rsplit(":", 1)[0] + ":" + tag
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def promoted(c: BenchCluster, ns: str, name: str) -> bool:
+    status = c.get_em(ns, name).get("status") or {}
+    return bool(status.get("stableRevision")) and status["stableRevision"] == status.get("revision")
+
+
+# --- fleet ---------------------------------------------------------------------------
+
+
+def suite_fleet(size: str, work: Path) -> dict[str, Any]:
+    fleet = FLEETS[size]
+    expected = sum(fleet_counts(fleet).values())
+    c = cluster_for(fleet)
+    op = Operator(c.kubeconfig, work / "operator.log", resync_seconds=2)
+    op.start()
+    timeout = 120 + expected * 0.4
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(REPEATS[size]):
+            ns = f"fleet-{i}"
+            c.namespace(ns)
+            r: dict[str, Any] = {}
+            t0 = time.monotonic()
+            c.apply(ns, fleet_model("digits", "1.0.0"))
+            timed_rollout(c, ns, expected, "1.0.0", "digits", timeout)
+            r["operator_create_s"] = time.monotonic() - t0
+            wait_for(lambda n=ns: promoted(c, n, "digits"), timeout=timeout, what="promotion")
+            t0 = time.monotonic()
+            c.apply(ns, fleet_model("digits", "1.1.0"))
+            outcome = operator_update(c, ns, expected, timeout)
+            r["operator_update_s"] = time.monotonic() - t0
+            r["operator_update_outcome"] = outcome
+            good, total = pods_on(c, ns, "1.1.0")
+            r["operator_update_success"] = ratio(good, expected)
+            r["operator_pods_after_update"] = total
+            made = json.loads(c.kubectl("get", "daemonsets", "-n", ns, "-o", "json"))["items"]
+            raw = [raw_copy(d) for d in made]
+            c.kubectl("delete", "edgemodel", "digits", "-n", ns, "--wait=true")
+            wait_no_pods(c, ns, timeout)
+
+            t0 = time.monotonic()
+            c.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(with_tag(raw, "1.0.0")))
+            timed_rollout(c, ns, expected, "1.0.0", None, timeout)
+            r["raw_create_s"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            c.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(with_tag(raw, "1.1.0")))
+            timed_rollout(c, ns, expected, "1.1.0", None, timeout)
+            r["raw_update_s"] = time.monotonic() - t0
+            good, total = pods_on(c, ns, "1.1.0")
+            r["raw_update_success"] = ratio(good, expected)
+            r["raw_pods_after_update"] = total
+            c.kubectl("delete", "daemonsets", "--all", "-n", ns, "--wait=true")
+            wait_no_pods(c, ns, timeout)
+            r = {k: rounded(v, 2) if isinstance(v, float) else v for k, v in r.items()}
+            log(f"fleet run {i}: {r}")
+            runs.append(r)
+    finally:
+        rss = op.peak_rss_mib()
+        cpu = op.cpu_seconds()
+        op.stop()
+
+    def med(key: str) -> float:
+        return rounded(median([r[key] for r in runs]), 2)
+
+    return {
+        "fleet": fleet,
+        "nodes": expected,
+        "pods_per_version": expected,
+        "repeats": len(runs),
+        "resync_seconds": 2,
+        "rollout": "maxUnavailable 25% (the operator's default) on both sides",
+        "median": {
+            "operator_create_s": med("operator_create_s"),
+            "raw_create_s": med("raw_create_s"),
+            "create_ratio": rounded(ratio(med("operator_create_s"), med("raw_create_s")), 2),
+            "operator_update_s": med("operator_update_s"),
+            "raw_update_s": med("raw_update_s"),
+            "update_ratio": rounded(ratio(med("operator_update_s"), med("raw_update_s")), 2),
+            "operator_update_success": med("operator_update_success"),
+            "raw_update_success": med("raw_update_success"),
+        },
+        "operator_peak_rss_mib": rss,
+        "operator_cpu_s": cpu,
+        "runs": runs,
+    }
+
+
+# --- rollback ------------------------------------------------------------------------
+
+FLAGGER = {
+    "code_defaults": {
+        "analysis_interval_s": 60,
+        "threshold": 1,
+        "progress_deadline_s": 600,
+        "source": "fluxcd/flagger pkg/apis/flagger/v1beta1/canary.go: GetAnalysisInterval "
+        "(default 60s), GetAnalysisThreshold (default 1), GetProgressDeadlineSeconds "
+        "(default 600s)",
+    },
+    "documented_example": {
+        "analysis_interval_s": 60,
+        "threshold": 5,
+        "time_to_rollback_s": 300,
+        "source": "the `interval: 1m` and `threshold: 5` values used in Flagger's canary "
+        "analysis examples and tutorials (docs.flagger.app); not code defaults",
+    },
+}
+
+
+def suite_rollback(size: str, work: Path) -> dict[str, Any]:
+    fleet = FLEETS[size]
+    expected = sum(fleet_counts(fleet).values())
+    c = cluster_for(fleet)
+    op = Operator(c.kubeconfig, work / "operator.log", resync_seconds=2)
+    op.start()
+    timeout = 120 + expected * 0.4
+    runs: list[dict[str, Any]] = []
+    try:
+        for deadline in ROLLBACK_DEADLINES[size]:
+            ns = f"rollback-{deadline}"
+            c.namespace(ns)
+            c.apply(ns, fleet_model("digits", "1.0.0", deadline))
+            timed_rollout(c, ns, expected, "1.0.0", "digits", timeout)
+            wait_for(lambda n=ns: promoted(c, n, "digits"), timeout=timeout, what="promotion")
+            t0 = time.monotonic()
+            c.apply(ns, fleet_model("digits", "1.1.0-never-ready", deadline))
+            rolled_at = None
+            min_ready = 1.0
+            while True:
+                now = time.monotonic() - t0
+                em = c.get_em(ns, "digits")
+                if rolled_at is None and condition(em, "RolledBack") == "True":
+                    rolled_at = now
+                items = daemonsets(c, ns)
+                ready = sum(d.status.number_ready or 0 for d in items)
+                min_ready = min(min_ready, ratio(ready, expected))
+                if rolled_at is not None and all_done(items, expected, "1.0.0"):
+                    restored_at = now
+                    break
+                if now > deadline + timeout:
+                    raise TimeoutError(f"no rollback within {deadline + timeout:.0f}s")
+                time.sleep(POLL)
+            good, total = pods_on(c, ns, "1.0.0")
+            r = {
+                "progress_deadline_s": deadline,
+                "rolled_back_condition_from_apply_s": rounded(rolled_at, 2),
+                "rolled_back_condition_after_deadline_s": rounded(rolled_at - deadline, 2),
+                "all_pods_restored_from_apply_s": rounded(restored_at, 2),
+                "all_pods_restored_after_deadline_s": rounded(restored_at - deadline, 2),
+                "min_ready_fraction_during_bad_rollout": rounded(min_ready, 3),
+                "pods_on_stable_and_ready": good,
+                "pods_total": total,
+                "restore_success": rounded(ratio(good, expected), 4),
+            }
+            log(f"rollback deadline {deadline}: {r}")
+            runs.append(r)
+            c.kubectl("delete", "edgemodel", "digits", "-n", ns, "--wait=true")
+            wait_no_pods(c, ns, timeout)
+    finally:
+        op.stop()
+    return {
+        "fleet": fleet,
+        "nodes": expected,
+        "resync_seconds": 2,
+        "serving_probe": "periodSeconds 2 x failureThreshold 2 (4 s stabilization window)",
+        "bad_version": "image tag 1.1.0-never-ready (KWOK keeps such pods not Ready)",
+        "runs": runs,
+        "flagger": FLAGGER,
+    }
+
+
+# --- footprint -----------------------------------------------------------------------
+
+
+def footprint_model(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EdgeModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "file:///models/digits/1.0.0/model.onnx", "sha256": SHA,
+                      "version": "1.0.0"},
+            "targets": [
+                {"name": "cpu", "accelerator": "cpu", "replicas": 1},
+                {"name": "cpu-int8", "accelerator": "cpu", "precision": "int8", "replicas": 1},
+                {"name": "npu", "accelerator": "npu", "precision": "int8", "replicas": 1},
+            ],
+            "serving": {"probe": {"periodSeconds": 2, "failureThreshold": 2}},
+            "rollout": {"progressDeadlineSeconds": 600},
+        },
+    }  # fmt: skip
+
+
+def suite_footprint(size: str, work: Path) -> dict[str, Any]:
+    fleet = FOOTPRINT_FLEETS[size]
+    c = cluster_for(fleet)
+    proxy = CountingProxy(c.port_base + 43, c.tls())
+    proxy.start()
+    kubeconfig = proxy.kubeconfig(work / "proxy.kubeconfig")
+    idle = 10 if size == "tiny" else 30
+    samples_max = 30 if size == "tiny" else 60
+    rows: list[dict[str, Any]] = []
+    try:
+        for count in FOOTPRINT_COUNTS[size]:
+            ns = f"footprint-{count}"
+            c.namespace(ns)
+            op = Operator(kubeconfig, work / f"operator-{count}.log", 10, namespaces=ns)
+            op.start()
+            try:
+                rows.append(_footprint_one(c, proxy, op, ns, count, idle, samples_max))
+            finally:
+                op.stop()
+            c.kubectl("delete", "namespace", ns, "--wait=false")
+    finally:
+        proxy.stop()
+    return {
+        "fleet": fleet,
+        "targets_per_model": "3 (cpu, cpu int8, npu int8; placement replicas, replicas 1)",
+        "resync_seconds": 10,
+        "api_requests": "counted by a proxy between the operator and the apiserver "
+        "(every request the operator makes, watches counted once per (re)connect)",
+        "idle_window_s": idle,
+        "rows": rows,
+    }
+
+
+def _footprint_one(
+    c: BenchCluster,
+    proxy: CountingProxy,
+    op: Operator,
+    ns: str,
+    count: int,
+    idle: int,
+    samples_max: int,
+) -> dict[str, Any]:
+    names = [f"m{i:04d}" for i in range(count)]
+    items = []
+    for n in names:
+        em = footprint_model(n)
+        em["metadata"]["namespace"] = ns
+        items.append(em)
+    start_requests = proxy.total()
+    cluster_start = c.request_total()
+    t0 = time.monotonic()
+    c.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                     "items": items}))  # fmt: skip
+    created_s = time.monotonic() - t0
+    last = [0]
+
+    def all_ready() -> bool:
+        ems = c.list_em(ns)
+        last[0] = sum(1 for e in ems if em_ready(e))
+        return last[0] == count
+
+    wait_for(all_ready, timeout=180 + count * 1.0, what=f"{count} EdgeModels Ready", every=1.0)
+    ready_s = time.monotonic() - t0
+    to_ready_requests = proxy.total() - start_requests
+    cluster_to_ready = c.request_total() - cluster_start
+    log(f"footprint {count}: all Ready in {ready_s:.1f}s, {to_ready_requests} operator requests")
+
+    before_idle = proxy.snapshot()
+    time.sleep(idle)
+    after_idle = proxy.snapshot()
+    idle_by_kind = {k: v - before_idle.get(k, 0) for k, v in after_idle.items()}
+    idle_by_kind = {k: v for k, v in idle_by_kind.items() if v}
+    idle_requests = sum(idle_by_kind.values())
+
+    rng = random.Random(count)
+    latencies = []
+    for j, name in enumerate(rng.sample(names, min(samples_max, count))):
+        patched = c.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name,
+            {"spec": {"rollout": {"progressDeadlineSeconds": 601 + j}}},
+        )  # fmt: skip
+        t1 = time.monotonic()
+        gen = patched["metadata"]["generation"]
+
+        def caught_up(n: str = name, g: int = gen) -> bool:
+            status = c.get_em(ns, n).get("status") or {}
+            return int(status.get("observedGeneration", 0)) >= g
+
+        wait_for(caught_up, timeout=120, what=f"{name} status to catch up", every=0.02)
+        latencies.append((time.monotonic() - t1) * 1000.0)
+    snapshot = proxy.snapshot()
+    top = sorted(snapshot.items(), key=lambda kv: -kv[1])[:8]
+    row = {
+        "edgemodels": count,
+        "workloads": 3 * count,
+        "create_s": rounded(created_s, 2),
+        "all_ready_s": rounded(ready_s, 2),
+        "change_to_status_ms_p50": rounded(pct(latencies, 50), 1),
+        "change_to_status_ms_p99": rounded(pct(latencies, 99), 1),
+        "change_samples": len(latencies),
+        "operator_peak_rss_mib": op.peak_rss_mib(),
+        "operator_cpu_s": op.cpu_seconds(),
+        "operator_requests_to_ready": to_ready_requests,
+        "operator_requests_per_model_to_ready": rounded(to_ready_requests / count, 2),
+        "operator_requests_per_model_per_min_idle": rounded(idle_requests / count * 60 / idle, 2),
+        "cluster_requests_to_ready_all_clients": int(cluster_to_ready),
+        "operator_requests_by_kind": dict(top),
+        "operator_idle_requests_by_kind": idle_by_kind,
+    }
+    log(f"footprint {count}: {row}")
+    return row

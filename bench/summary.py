@@ -1,0 +1,215 @@
+"""bench/results/summary.md: one Markdown table per suite, from the <suite>.json files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ORDER = ("fleet", "rollback", "footprint", "optimize", "serving", "update-bytes")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _fleet(f: dict[str, Any]) -> list[str]:
+    m = f["median"]
+    head = [
+        f"{f['nodes']:,} nodes ({f['fleet']}), {f['repeats']} run(s), medians, "
+        f"operator resync {f['resync_seconds']} s; {f['rollout']}.",
+        "",
+    ]
+    return head + table(
+        ["step", "EdgeModel (operator)", "raw DaemonSets", "ratio", "success (op / raw)"],
+        [
+            ["create until all pods Ready (s)", m["operator_create_s"], m["raw_create_s"],
+             m["create_ratio"], "-"],
+            ["version update until all pods updated and Ready (s)", m["operator_update_s"],
+             m["raw_update_s"], m["update_ratio"],
+             f"{m['operator_update_success']:.0%} / {m['raw_update_success']:.0%}"],
+        ],
+    ) + ["", "Operator update outcome(s): "
+         + "; ".join(str(r.get("operator_update_outcome", "updated")) for r in f["runs"]) + ".",
+         "", f"Operator peak RSS {f['operator_peak_rss_mib']} MiB, CPU {f['operator_cpu_s']} s "
+         "over the suite."]  # fmt: skip
+
+
+def _rollback(f: dict[str, Any]) -> list[str]:
+    fl = f["flagger"]
+    rows = [
+        [r["progress_deadline_s"], r["rolled_back_condition_from_apply_s"],
+         r["rolled_back_condition_after_deadline_s"], r["all_pods_restored_from_apply_s"],
+         r["all_pods_restored_after_deadline_s"], r["min_ready_fraction_during_bad_rollout"],
+         f"{r['restore_success']:.0%}"]
+        for r in f["runs"]
+    ]  # fmt: skip
+    return [
+        f"{f['nodes']:,} nodes ({f['fleet']}), bad version: {f['bad_version']}.",
+        "",
+        *table(
+            [
+                "deadline (s)",
+                "RolledBack=True from apply (s)",
+                "... after deadline (s)",
+                "all pods back and Ready from apply (s)",
+                "... after deadline (s)",
+                "min Ready fraction meanwhile",
+                "pods restored",
+            ],
+            rows,
+        ),
+        "",
+        f"Flagger for comparison: its code defaults are analysis interval "
+        f"{fl['code_defaults']['analysis_interval_s']} s, threshold "
+        f"{fl['code_defaults']['threshold']} and a progress deadline of "
+        f"{fl['code_defaults']['progress_deadline_s']} s ({fl['code_defaults']['source']}); "
+        f"the interval 1m x threshold 5 = {fl['documented_example']['time_to_rollback_s']} s "
+        "often quoted is the value set in Flagger's examples and tutorials.",
+    ]
+
+
+def _footprint(f: dict[str, Any]) -> list[str]:
+    rows = [
+        [r["edgemodels"], r["workloads"], r["all_ready_s"], r["change_to_status_ms_p50"],
+         r["change_to_status_ms_p99"], r["operator_peak_rss_mib"], r["operator_cpu_s"],
+         r["operator_requests_per_model_to_ready"],
+         r["operator_requests_per_model_per_min_idle"]]
+        for r in f["rows"]
+    ]  # fmt: skip
+    return [
+        f"Fleet {f['fleet']}, {f['targets_per_model']}, operator resync "
+        f"{f['resync_seconds']} s; API requests {f['api_requests']}.",
+        "",
+        *table(
+            [
+                "EdgeModels",
+                "workloads",
+                "all Ready (s)",
+                "change->status p50 (ms)",
+                "p99 (ms)",
+                "peak RSS (MiB)",
+                "CPU (s)",
+                "requests/model to Ready",
+                "requests/model/min idle",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _optimize(f: dict[str, Any]) -> list[str]:
+    rows = [
+        [name, v["method"], v["size_bytes"], v["load_ms_median"], v["batch1_ms_p50"],
+         v["batch1_ms_p99"], v["batch32_ms_p50"], v["batch32_ms_p99"], v["accuracy"],
+         v["batch1_p50_vs_fp32"]]
+        for name, v in f["variants"].items()
+    ]  # fmt: skip
+    s = f["samples"]
+    return [
+        f"{f['model']}; {f['provider']}; accuracy on {s['accuracy_rows']} held-out rows "
+        f"(static int8 calibrated on {s['calibration_rows']} others).",
+        "",
+        *table(
+            [
+                "variant",
+                "method",
+                "bytes",
+                "load (ms)",
+                "b1 p50 (ms)",
+                "b1 p99 (ms)",
+                "b32 p50 (ms)",
+                "b32 p99 (ms)",
+                "accuracy",
+                "b1 p50 vs fp32",
+            ],
+            rows,
+        ),
+        "",
+        f"MiniLM: {f['minilm']}.",
+    ]
+
+
+def _serving(f: dict[str, Any]) -> list[str]:
+    rows = []
+    for conc, case in f["results"].items():
+        for path, v in case.items():
+            rows.append(
+                [conc.split("_")[1], path, v["ms_p50"], v["ms_p99"], v["requests_per_s"],
+                 v.get("added_ms_p50", "-")]
+            )  # fmt: skip
+    return [
+        f"{f['server']}; {f['model']}; {f['client']}.",
+        "",
+        *table(
+            ["concurrency", "path", "p50 (ms)", "p99 (ms)", "requests/s", "added p50 (ms)"], rows
+        ),
+        "",
+        f"KServe: {f['kserve']}.",
+    ]
+
+
+def _update_bytes(f: dict[str, Any]) -> list[str]:
+    rows = [
+        [i["image"], i["layers"], i["last_layer_bytes"], i["image_bytes"],
+         f"{i['last_layer_share']:.3%}"]
+        for i in f["images"]
+    ]  # fmt: skip
+    return [
+        f"Registry {f['registry']}: {f['note']}.",
+        "",
+        *table(["image", "layers", "model layer (bytes)", "image (bytes)", "share"], rows),
+    ]
+
+
+RENDER: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "fleet": _fleet,
+    "rollback": _rollback,
+    "footprint": _footprint,
+    "optimize": _optimize,
+    "serving": _serving,
+    "update-bytes": _update_bytes,
+}
+
+
+def render(out: Path) -> str:
+    lines = ["# Benchmark summary", ""]
+    machine_line = None
+    for name in ORDER:
+        path = out / f"{name}.json"
+        if not path.is_file():
+            continue
+        doc = json.loads(path.read_text())
+        m = doc["machine"]
+        machine_line = machine_line or (
+            f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
+            f"Linux {m['kernel']}, Python {m['python']}, onnxruntime "
+            f"{m['versions'].get('onnxruntime', '?')}, kopf {m['versions'].get('kopf', '?')}."
+        )
+        lines += [f"## {name} ({doc['size']}, {doc['duration_s']:.0f} s)", ""]
+        figures = doc["figures"]
+        if doc["status"] == "error":
+            lines.append(f"Failed: {figures['error']}")
+        elif figures.get("skipped"):
+            lines.append(str(figures["skipped"]).capitalize() + ".")
+        else:
+            lines += RENDER[name](figures)
+        lines.append("")
+    if machine_line:
+        lines[1:1] = ["", machine_line]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_summary(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(render(out))
