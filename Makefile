@@ -44,8 +44,9 @@ cluster-up: deps tools ## Start the local edge cluster (reuses a running one); F
 	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local edge cluster (and a demo operator) and delete its state
-	@if [ -f .devcluster/operator.pid ]; then kill "$$(cat .devcluster/operator.pid)" 2>/dev/null || true; fi
+cluster-down: ## Stop the local edge cluster, the demo's operators, model store and image kit, and delete their state
+	@for f in .devcluster/*.pid; do [ -f "$$f" ] && kill "$$(cat "$$f")" 2>/dev/null; rm -f "$$f"; done; true
+	@if [ -d .imagekit ]; then $(PYTHON) hack/imagekit.py down || true; fi
 	@$(DEVCLUSTER) down
 
 .PHONY: cluster-status

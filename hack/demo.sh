@@ -20,7 +20,7 @@ say "Starting the operator (log: $STATE/operator.log)"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   echo "already running (pid $(cat "$STATE/operator.pid"))"
 else
-  EDGEMODEL_HEALTH_ADDRESS=127.0.0.1:16481 EDGEMODEL_RESYNC_SECONDS=5 \
+  EDGEMODEL_NAMESPACES="$NS" EDGEMODEL_HEALTH_ADDRESS=127.0.0.1:16481 EDGEMODEL_RESYNC_SECONDS=5 \
     nohup "$PY" -m edgemodel_operator >>"$STATE/operator.log" 2>&1 &
   echo $! >"$STATE/operator.pid"
   for _ in $(seq 1 60); do
@@ -63,6 +63,37 @@ kubectl get em digits-cpu -n "$NS" \
   -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 kubectl get deployment digits-cpu-cpu -n "$NS" \
   -o jsonpath='serving image: {.spec.template.spec.containers[0].image}{"\n"}'
+
+say "Building real images: the digits model per accelerator, through podman's Docker API"
+"$PY" hack/imagekit.py up
+"$PY" hack/imagekit.py base            # a Debian bookworm base, made once (about 45 s)
+for acc in cpu gpu npu; do "$PY" hack/imagekit.py wheels "$acc"; done
+eval "$("$PY" hack/imagekit.py env)"   # DOCKER_HOST and EDGEMODEL_REGISTRY
+MODELS="$STATE/models/digits"
+[ -f "$MODELS/model.onnx" ] || "$PY" tests/models/make_digits.py "$MODELS"
+running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+if ! running models; then  # the model store the EdgeModel's uri points at
+  nohup "$PY" -m http.server 16482 --bind 127.0.0.1 --directory "$MODELS" \
+    >>"$STATE/models.log" 2>&1 &
+  echo $! >"$STATE/models.pid"
+fi
+if ! running builder; then  # an operator that builds images, for namespace edge-builds
+  EDGEMODEL_NAMESPACES=edge-builds EDGEMODEL_HEALTH_ADDRESS=127.0.0.1:16483 \
+    EDGEMODEL_RESYNC_SECONDS=5 EDGEMODEL_REGISTRY_URL="$EDGEMODEL_REGISTRY/demo" \
+    EDGEMODEL_REGISTRY_INSECURE=true EDGEMODEL_BUILD_CONTEXT=images \
+    EDGEMODEL_BASE_IMAGE=localhost/edgemodel-base:bookworm DOCKER_HOST="$DOCKER_HOST" \
+    nohup "$PY" -m edgemodel_operator >>"$STATE/builder.log" 2>&1 &
+  echo $! >"$STATE/builder.pid"
+fi
+kubectl create namespace edge-builds --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl label namespace edge-builds pod-security.kubernetes.io/enforce=restricted \
+  --overwrite >/dev/null
+SHA=$(sha256sum "$MODELS/model.onnx" | cut -d' ' -f1)
+sed "s/@SHA256@/$SHA/" examples/built/digits-built.yaml.in | kubectl apply -n edge-builds -f -
+echo "Building; follow it with: kubectl get em digits -n edge-builds -o wide -w"
+kubectl wait -n edge-builds --for=condition=Ready --timeout=1200s em/digits
+kubectl get em digits -n edge-builds -o wide
+kubectl get em digits -n edge-builds -o jsonpath='{range .status.images[*]}{.variant}{"\t"}{.sizeBytes}{"\t"}{.image}{"\n"}{end}'
 
 cat <<MSG
 

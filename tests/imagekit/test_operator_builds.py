@@ -1,22 +1,30 @@
-"""The whole pipeline through the operator: an EdgeModel pointing at the real digits model
-is fetched, verified, quantized, gated on accuracy, built into an image through podman's
-Docker API, smoke-tested, pushed to the local registry and run pinned by digest."""
+"""The whole pipeline through the operator: an EdgeModel pointing at the real digits model,
+served over HTTP, is fetched, verified, converted per accelerator (fp16 for the GPU, int8
+for the NPU and CPU), gated on accuracy, built into three images through podman's Docker
+API, smoke-tested, pushed to the local registry and run pinned by digest; the CPU image
+answers a tritonclient inference; a wrong sha256 and a registry outage lose nothing."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import socket
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import digits
+import numpy as np
+import onnxruntime as ort
 import pytest
-from imagekit_support import Kit
+from imagekit_support import Kit, kit
 
 from edgemodel_operator.adapters.images import Registry
 
@@ -43,9 +51,25 @@ def builds_namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def building_operator(
-    cluster: Cluster, imagekit: Kit, builds_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
+def served_model(digits_model: digits.DigitsModel) -> Iterator[str]:
+    """The digits model's folder over HTTP, the way a model store serves it."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(digits_model.dir)
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+def start_operator(
+    cluster: Cluster, kit_: Kit, namespace: str, registry: str, work: Path, log: Path
+) -> OperatorProcess:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
                     str(ROOT / "crds" / "edgemodels.edgeai.dev.yaml"))  # fmt: skip
     port = free_port()
@@ -54,39 +78,62 @@ def building_operator(
         "KUBECONFIG": str(cluster.kubeconfig),
         "EDGEMODEL_HEALTH_ADDRESS": f"127.0.0.1:{port}",
         "EDGEMODEL_RESYNC_SECONDS": "2",
-        "EDGEMODEL_NAMESPACES": builds_namespace,
-        "DOCKER_HOST": imagekit.docker_host,
-        "EDGEMODEL_REGISTRY_URL": f"{imagekit.registry}/edgemodels-test-{imagekit.run_id}",
+        "EDGEMODEL_NAMESPACES": namespace,
+        "DOCKER_HOST": kit_.docker_host,
+        "EDGEMODEL_REGISTRY_URL": registry,
         "EDGEMODEL_REGISTRY_INSECURE": "true",
         "EDGEMODEL_BUILD_CONTEXT": str(ROOT / "images"),
-        "EDGEMODEL_WHEELS_DIR": str(imagekit.wheels.parent),
-        "EDGEMODEL_BASE_IMAGE": imagekit.base_image,
-        "EDGEMODEL_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+        "EDGEMODEL_WHEELS_DIR": str(kit_.wheels.parent),
+        "EDGEMODEL_BASE_IMAGE": kit_.base_image,
+        "EDGEMODEL_WORK_DIR": str(work),
     }
     proc = OperatorProcess(
         argv=[sys.executable, "-m", "edgemodel_operator"],
         env=env,
-        log=tmp_path_factory.mktemp("building-operator") / "operator.log",
+        log=log,
         health=f"http://127.0.0.1:{port}/healthz",
     )
     proc.start()
+    return proc
+
+
+@pytest.fixture(scope="module")
+def building_operator(
+    cluster: Cluster, imagekit: Kit, builds_namespace: str, work_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:  # fmt: skip
+    kit("wheels", "gpu")  # cached under ~/.cache after the first run
+    kit("wheels", "npu")
+    registry = f"{imagekit.registry}/edgemodels-test-{imagekit.run_id}"
+    log = tmp_path_factory.mktemp("building-operator") / "operator.log"
+    proc = start_operator(cluster, imagekit, builds_namespace, registry, work_dir, log)
     yield proc
     proc.stop()
 
 
-def edgemodel(name: str, model: digits.DigitsModel, sha256: str) -> dict[str, Any]:
+CPU_ONLY = [{"name": "cpu", "accelerator": "cpu", "precision": "int8", "replicas": 1}]
+FLEET = [
+    {"name": "jetson", "accelerator": "gpu", "precision": "fp16", "placement": "perNode"},
+    {"name": "npu", "accelerator": "npu", "precision": "int8", "placement": "perNode"},
+    *CPU_ONLY,
+]
+
+
+def edgemodel(
+    name: str, base_uri: str, sha256: str, targets: list[dict[str, Any]] = CPU_ONLY
+) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "EdgeModel",
         "metadata": {"name": name},
         "spec": {
             "model": {
-                "uri": model.model.as_uri(),
+                "uri": f"{base_uri}/model.onnx",
                 "sha256": sha256,
                 "version": "1.0.0",
-                "validation": {"samplesUri": model.samples.as_uri(), "maxAccuracyDrop": 0.05},
+                "validation": {"samplesUri": f"{base_uri}/samples.npz", "maxAccuracyDrop": 0.05},
             },
-            "targets": [{"name": "cpu", "accelerator": "cpu", "precision": "int8", "replicas": 1}],
+            "targets": targets,
         },
     }
 
@@ -104,57 +151,100 @@ def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
 
 
-def test_edgemodel_gets_a_built_tested_image_pinned_by_digest(
+def wait_status(
+    cluster: Cluster, namespace: str, name: str, ok: Any, timeout: float, what: str
+) -> dict[str, Any]:
+    return wait_until(
+        lambda: ok(s := status_of(cluster, namespace, name)) and s, timeout=timeout, what=what
+    )
+
+
+def test_three_accelerators_get_built_tested_images_pinned_by_digest(
     cluster: Cluster, building_operator: OperatorProcess, builds_namespace: str,
-    digits_model: digits.DigitsModel, imagekit: Kit,
+    digits_model: digits.DigitsModel, served_model: str, imagekit: Kit, work_dir: Path,
 ) -> None:  # fmt: skip
     sha = hashlib.sha256(digits_model.model.read_bytes()).hexdigest()
     cluster.kubectl("apply", "-n", builds_namespace, "-f", "-",
-                    input=json.dumps(edgemodel("digits", digits_model, sha)))  # fmt: skip
-    building = wait_until(
-        lambda: (
-            (s := status_of(cluster, builds_namespace, "digits")).get("phase") == "Building" and s
-        ),
-        timeout=30,
-        what="the phase to show Building",
+                    input=json.dumps(edgemodel("digits", served_model, sha, FLEET)))  # fmt: skip
+    building = wait_status(
+        cluster, builds_namespace, "digits", lambda s: s.get("phase") == "Building", 30, "Building"
     )
     assert cond(building, "ImagesReady")["status"] == "False"
-    ready = wait_until(
-        lambda: (
-            cond(s := status_of(cluster, builds_namespace, "digits"), "Ready").get("status")
-            == "True"
-            and s
-        ),
-        timeout=240,
-        what="the image to be built and the model Ready",
-    )
+    ready = wait_status(
+        cluster, builds_namespace, "digits",
+        lambda s: cond(s, "Ready").get("status") == "True", 900,
+        "three images built and the model Ready",
+    )  # fmt: skip
     assert cond(ready, "ImagesReady")["reason"] == "ImagesBuilt"
-    (image,) = ready["images"]
-    assert image["variant"] == "cpu/int8"
-    repo, _, digest = image["image"].partition("@sha256:")
-    assert repo.startswith(f"{imagekit.registry}/edgemodels-test-{imagekit.run_id}/")
-    deployment = cluster.apps.read_namespaced_deployment("digits-cpu", builds_namespace)
-    assert deployment.spec.template.spec.containers[0].image == image["image"]
-    manifest = Registry(insecure=True).manifest(repo, f"sha256:{digest}")
-    assert manifest is not None and manifest.size_bytes == image["sizeBytes"] > 10_000_000
+    images = {i["variant"]: i for i in ready["images"]}
+    assert sorted(images) == ["cpu/int8", "gpu/fp16", "npu/int8"]
+    registry = Registry(insecure=True)
+    for variant, image in images.items():
+        repo, _, digest = image["image"].partition("@sha256:")
+        assert (
+            repo
+            == f"{imagekit.registry}/edgemodels-test-{imagekit.run_id}/{builds_namespace}/digits"
+        )
+        manifest = registry.manifest(repo, f"sha256:{digest}")
+        assert manifest is not None and manifest.size_bytes == image["sizeBytes"], variant
+    running = {
+        "jetson": cluster.apps.read_namespaced_daemon_set("digits-jetson", builds_namespace),
+        "npu": cluster.apps.read_namespaced_daemon_set("digits-npu", builds_namespace),
+        "cpu": cluster.apps.read_namespaced_deployment("digits-cpu", builds_namespace),
+    }
+    assert {t: w.spec.template.spec.containers[0].image for t, w in running.items()} == {
+        "jetson": images["gpu/fp16"]["image"],
+        "npu": images["npu/int8"]["image"],
+        "cpu": images["cpu/int8"]["image"],
+    }
+
+    # The CPU image, run for real by digest, answers a standard client like the variant does.
+    import docker
+    import tritonclient.http as triton
+
+    client = docker.DockerClient(base_url=imagekit.docker_host)
+    port = free_port()
+    container = client.containers.run(images["cpu/int8"]["image"], detach=True,
+                                      ports={"8080/tcp": ("127.0.0.1", port)})  # fmt: skip
+    try:
+        triton_client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+        wait_until(lambda: _ready(triton_client), timeout=60, what="the CPU image to be ready")
+        x, y = digits_model.load_samples()
+        batch = x[:16].astype(np.float32)
+        request = triton.InferInput("input", list(batch.shape), "FP32")
+        request.set_data_from_numpy(batch)
+        outputs = [o["name"] for o in triton_client.get_model_metadata("digits")["outputs"]]
+        assert "probabilities" in outputs
+        answer = triton_client.infer("digits", [request]).as_numpy("probabilities")
+        variant = work_dir / "variants" / sha / "cpu" / "model-int8.onnx"
+        session = ort.InferenceSession(str(variant), providers=["CPUExecutionProvider"])
+        expected = session.run(["probabilities"], {"input": batch})[0]
+        assert np.array_equal(answer.argmax(axis=1), expected.argmax(axis=1))
+        assert (answer.argmax(axis=1) == y[:16]).mean() > 0.8
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def _ready(triton_client: Any) -> bool:
+    try:
+        return bool(triton_client.is_server_ready())
+    except Exception:
+        return False
 
 
 def test_a_wrong_sha256_builds_nothing_and_says_so(
     cluster: Cluster, building_operator: OperatorProcess, builds_namespace: str,
-    digits_model: digits.DigitsModel,
+    served_model: str,
 ) -> None:  # fmt: skip
     wrong = "0" * 64
     cluster.kubectl("apply", "-n", builds_namespace, "-f", "-",
-                    input=json.dumps(edgemodel("tampered", digits_model, wrong)))  # fmt: skip
-    failed = wait_until(
-        lambda: (
-            cond(s := status_of(cluster, builds_namespace, "tampered"), "Degraded").get("reason")
-            == "ModelDigestMismatch"
-            and s
-        ),
-        timeout=60,
-        what="ModelDigestMismatch",
-    )
+                    input=json.dumps(edgemodel("tampered", served_model, wrong)))  # fmt: skip
+    failed = wait_status(
+        cluster, builds_namespace, "tampered",
+        lambda s: cond(s, "Degraded").get("reason") == "ModelDigestMismatch", 60,
+        "ModelDigestMismatch",
+    )  # fmt: skip
     assert failed["phase"] == "Failed"
     assert "nothing was built" in cond(failed, "ImagesReady")["message"]
     assert wrong in cond(failed, "ImagesReady")["message"]
@@ -162,3 +252,39 @@ def test_a_wrong_sha256_builds_nothing_and_says_so(
         d.metadata.name for d in cluster.apps.list_namespaced_deployment(builds_namespace).items
     ]
     assert "tampered-cpu" not in names
+
+
+def test_a_registry_outage_says_so_and_keeps_what_serves(
+    cluster: Cluster, imagekit: Kit, served_model: str, digits_model: digits.DigitsModel,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    namespace = f"build-outage-{uuid.uuid4().hex[:6]}"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    cluster.core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
+    dead = f"127.0.0.1:{free_port()}/edgemodels"  # nothing listens there
+    proc = start_operator(cluster, imagekit, namespace, dead, tmp_path / "work",
+                          tmp_path / "operator.log")  # fmt: skip
+    try:
+        sha = hashlib.sha256(digits_model.model.read_bytes()).hexdigest()
+        own = [{**CPU_ONLY[0], "image": "example.com/own-server:1"}]  # needs no build
+        cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                        input=json.dumps(edgemodel("steady", served_model, sha, own)))  # fmt: skip
+        wait_status(cluster, namespace, "steady",
+                    lambda s: cond(s, "Ready").get("status") == "True", 60, "Ready")  # fmt: skip
+        cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                        input=json.dumps(edgemodel("steady", served_model, sha)))  # fmt: skip
+        stuck = wait_status(
+            cluster, namespace, "steady",
+            lambda s: cond(s, "ImagesReady").get("reason") == "BuildFailed", 90,
+            "the build to fail on the registry",
+        )  # fmt: skip
+        assert dead.split("/")[0] in cond(stuck, "ImagesReady")["message"]
+        assert "retrying in" in cond(stuck, "ImagesReady")["message"]
+        assert stuck["phase"] == "Building"
+        assert cond(stuck, "Ready")["status"] == "True"  # what served still serves
+        time.sleep(4)
+        dep = cluster.apps.read_namespaced_deployment("steady-cpu", namespace)
+        assert dep.spec.template.spec.containers[0].image == "example.com/own-server:1"
+    finally:
+        proc.stop()
+        cluster.core.delete_namespace(namespace)
