@@ -67,4 +67,4 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         what=f"the default ServiceAccount in {name}",
     )
     yield name
-    cluster.core.delete_namespace(name)
+    cluster.delete_namespace(name)

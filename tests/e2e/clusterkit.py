@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,6 +48,37 @@ class Cluster:
     @cached_property
     def apps(self) -> client.AppsV1Api:
         return client.AppsV1Api(self.api)
+
+    def delete_namespace(self, name: str, timeout: float = 60) -> None:
+        """Delete the EdgeModels first, while their operator still runs to release kopf's
+        finalizer, then the namespace (else it would wait for an operator that is gone).
+        Teardown hygiene: should the finalizer outlast the timeout, it is removed by hand
+        with a warning rather than failing the test that already ran."""
+        self.kubectl("delete", "edgemodels.edgeai.dev", "--all", "-n", name, "--wait=false",
+                     check=False)  # fmt: skip
+        custom = client.CustomObjectsApi(self.api)
+
+        def gone() -> bool:
+            try:
+                items = custom.list_namespaced_custom_object(
+                    "edgeai.dev", "v1alpha1", name, "edgemodels"
+                )["items"]
+            except client.ApiException:
+                return True  # no CRD installed
+            return not items
+
+        try:
+            wait_until(gone, timeout=timeout, what=f"the EdgeModels in {name} to be deleted")
+        except AssertionError as err:
+            warnings.warn(f"{err}; removing their finalizers by hand", stacklevel=2)
+            for em in custom.list_namespaced_custom_object(
+                "edgeai.dev", "v1alpha1", name, "edgemodels"
+            )["items"]:
+                self.kubectl("patch", "edgemodels.edgeai.dev", em["metadata"]["name"], "-n", name,
+                             "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                             check=False)  # fmt: skip
+        finally:
+            self.core.delete_namespace(name)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, token: str | None = None
