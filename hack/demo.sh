@@ -64,6 +64,9 @@ kubectl get em digits-cpu -n "$NS" \
 kubectl get deployment digits-cpu-cpu -n "$NS" \
   -o jsonpath='serving image: {.spec.template.spec.containers[0].image}{"\n"}'
 
+say "Making room: a Jetson's GPU is exclusive, and digits-fleet holds every one of them"
+kubectl delete em digits-fleet -n "$NS" --wait=true --timeout=60s
+
 say "Building real images: the digits model per accelerator, through podman's Docker API"
 "$PY" hack/imagekit.py up
 "$PY" hack/imagekit.py base            # a Debian bookworm base, made once (about 45 s)

@@ -182,3 +182,13 @@ def test_good_bad_rollback_bad_again_then_good() -> None:
     assert cond(promoted.status, "Degraded")["status"] == "False"
     assert cond(promoted.status, "RolledBack")["status"] == "False"
     assert fixed["status"]["stableRevision"] == fixed_rev
+
+
+def test_a_held_revision_that_turns_healthy_is_promoted_after_all() -> None:
+    failure = FailedRevision("new", "ProgressDeadlineExceeded", "m", stamp(61))
+    held = RolloutState("new", stamp(0), None, None, None, (failure,))
+    waiting = decide("new", SPEC, held, [HEALTHY], POLICY, at(100))
+    assert waiting.action is Action.HOLD and waiting.state.ready_since == stamp(100)
+    promoted = decide("new", SPEC, waiting.state, [HEALTHY], POLICY, at(116))
+    assert promoted.action is Action.PROMOTE
+    assert promoted.state.stable_revision == "new" and promoted.state.failed == ()

@@ -143,6 +143,17 @@ def decide(
         if has_stable and policy.auto_rollback:
             return Plan(Action.HOLD_STABLE, state.stable_revision or revision, state,
                         failed.reason, failed.message)  # fmt: skip
+        # Held in place: should it become healthy after all (a GPU freed up), it recovers.
+        if health and all(h.healthy and h.final for h in health):
+            ready_since = state.ready_since or stamp
+            if _since(now, ready_since) >= policy.stabilization_seconds:
+                cleared = tuple(f for f in state.failed if f.revision != revision)
+                promoted = replace(state, failed=cleared, stable_revision=revision,
+                                   stable_spec=spec, ready_since=ready_since)  # fmt: skip
+                return Plan(Action.PROMOTE, revision, promoted)
+            state = replace(state, ready_since=ready_since)
+        else:
+            state = replace(state, ready_since=None)
         return Plan(Action.HOLD, revision, state, failed.reason, failed.message)
 
     if revision == state.stable_revision:
