@@ -103,7 +103,8 @@ cat <<MSG
 The cluster and the operator keep running. Try:
   source $STATE/env
   kubectl explain edgemodel.spec.targets
-  kubectl describe edgemodel -n $NS digits-fleet
+  kubectl describe edgemodel -n $NS digits-cpu
+  kubectl get em digits -n edge-builds -o yaml        # status.images: digests and sizes
   kubectl apply -n $NS -f examples/cpu-replicas.yaml   # back to the good version
 Stop everything with: make cluster-down
 MSG
