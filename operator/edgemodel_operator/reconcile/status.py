@@ -9,6 +9,7 @@ from typing import Any
 
 from edgemodel_operator.api import conditions as c
 from edgemodel_operator.reconcile.placement import Placement
+from edgemodel_operator.reconcile.rollout import Action, Plan, state_to_status
 from edgemodel_operator.reconcile.workloads import running_image, workload_name
 
 MAX_NODES_LISTED = 20
@@ -228,3 +229,46 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
         elif value != before:
             patch[key] = value
     return patch
+
+
+def annotate_rollout(
+    status: dict[str, Any], plan: Plan, rev: str, generation: int, now: datetime
+) -> list[EventSpec]:
+    """Fold the rollout decision into the status; return the Events it alone causes."""
+    conds = status["conditions"]
+
+    def put(type_: str, ok: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = c.set_condition(conds, type_, ok, reason, message, generation, now)
+
+    evidence = f" Evidence: {'; '.join(plan.evidence)}." if plan.evidence else ""
+    stable = plan.state.stable_revision
+    events: list[EventSpec] = []
+    if plan.action in (Action.ROLL_BACK, Action.HOLD_STABLE):
+        message = (
+            f"Revision {rev} failed ({plan.reason}: {plan.message}); rolled back to stable "
+            f"revision {stable}, which keeps serving.{evidence}"
+        )
+        put(c.DEGRADED, True, c.ROLLED_BACK, message)
+        put(c.ROLLED_BACK_TYPE, True, plan.reason, message)
+        put(c.PROGRESSING, False, c.ROLLED_BACK, f"Revision {rev} will not be retried until "
+            "the spec changes")  # fmt: skip
+        status["phase"] = "RolledBack"
+    elif plan.action is Action.HOLD:
+        why = "autoRollback is off" if stable else "there is no healthy revision to go back to"
+        message = f"Revision {rev} failed ({plan.message}); holding it because {why}.{evidence}"
+        put(c.DEGRADED, True, plan.reason, message)
+        put(c.ROLLED_BACK_TYPE, False, c.HELD, message)
+        put(c.PROGRESSING, False, c.HELD, message)
+        status["phase"] = "Failed"
+    else:
+        put(c.ROLLED_BACK_TYPE, False, c.AS_EXPECTED, f"Serving revision {rev}")
+        if plan.action is Action.PROMOTE:
+            events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
+                                    "gates and is now the stable revision"))  # fmt: skip
+        elif plan.action is Action.ROLL_FORWARD and status["phase"] == "Ready":
+            put(c.PROGRESSING, True, c.STABILIZING, f"Revision {rev} is Ready; watching it for "
+                "the stabilization window before promoting it to stable")  # fmt: skip
+    status["conditions"] = conds
+    status.update(state_to_status(plan.state))
+    return events

@@ -28,12 +28,12 @@ from edgemodel_operator.reconcile.rollout import (
     TargetHealth,
     decide,
     state_from_status,
-    state_to_status,
     target_health,
 )
 from edgemodel_operator.reconcile.status import (
     EventSpec,
     TargetObservation,
+    annotate_rollout,
     build_status,
     counts,
     events_for,
@@ -158,49 +158,6 @@ def _move_pods(
     else:  # promote, steady, roll back, hold stable: converge every node at once
         upto, budget = total, total
     return pods_to_replace(order, upto, pods, revision, budget)
-
-
-def _annotate(
-    status: dict[str, Any], plan: Plan, rev: str, generation: int, now: datetime
-) -> list[EventSpec]:
-    """Fold the rollout decision into the status; return the Events it alone causes."""
-    conds = status["conditions"]
-
-    def put(type_: str, ok: bool, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = c.set_condition(conds, type_, ok, reason, message, generation, now)
-
-    evidence = f" Evidence: {'; '.join(plan.evidence)}." if plan.evidence else ""
-    stable = plan.state.stable_revision
-    events: list[EventSpec] = []
-    if plan.action in (Action.ROLL_BACK, Action.HOLD_STABLE):
-        message = (
-            f"Revision {rev} failed ({plan.reason}: {plan.message}); rolled back to stable "
-            f"revision {stable}, which keeps serving.{evidence}"
-        )
-        put(c.DEGRADED, True, c.ROLLED_BACK, message)
-        put(c.ROLLED_BACK_TYPE, True, plan.reason, message)
-        put(c.PROGRESSING, False, c.ROLLED_BACK, f"Revision {rev} will not be retried until "
-            "the spec changes")  # fmt: skip
-        status["phase"] = "RolledBack"
-    elif plan.action is Action.HOLD:
-        why = "autoRollback is off" if stable else "there is no healthy revision to go back to"
-        message = f"Revision {rev} failed ({plan.message}); holding it because {why}.{evidence}"
-        put(c.DEGRADED, True, plan.reason, message)
-        put(c.ROLLED_BACK_TYPE, False, c.HELD, message)
-        put(c.PROGRESSING, False, c.HELD, message)
-        status["phase"] = "Failed"
-    else:
-        put(c.ROLLED_BACK_TYPE, False, c.AS_EXPECTED, f"Serving revision {rev}")
-        if plan.action is Action.PROMOTE:
-            events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
-                                    "gates and is now the stable revision"))  # fmt: skip
-        elif plan.action is Action.ROLL_FORWARD and status["phase"] == "Ready":
-            put(c.PROGRESSING, True, c.STABILIZING, f"Revision {rev} is Ready; watching it for "
-                "the stabilization window before promoting it to stable")  # fmt: skip
-    status["conditions"] = conds
-    status.update(state_to_status(plan.state))
-    return events
 
 
 def _image_states(
@@ -342,7 +299,7 @@ def reconcile(
         previous=previous,
         now=now,
     )
-    events += _annotate(status, plan, rev, generation, now)
+    events += annotate_rollout(status, plan, rev, generation, now)
     if images is not None:
         built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
         status["conditions"] = c.set_condition(
