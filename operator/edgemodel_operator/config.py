@@ -25,6 +25,7 @@ class Config:
     health_address: str  # host:port of the liveness endpoint
     metrics_address: str = ""  # host:port of /metrics; empty: no metrics endpoint
     builds: BuildConfig | None = None  # None: no image builds, targets run server_image
+    active_probe: bool = False  # probe new pods over HTTP (needs a route to pod IPs)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         health_address=health,
         metrics_address=metrics,
         builds=_builds(env),
+        active_probe=_flag(env, "EDGEMODEL_ACTIVE_PROBE"),
     )
 
 
@@ -123,3 +125,10 @@ def _builds(env: Mapping[str, str]) -> BuildConfig | None:
         base_image=env.get("EDGEMODEL_BASE_IMAGE", "python:3.11-slim-bookworm"),
         work_dir=env.get("EDGEMODEL_WORK_DIR", f"{cache}/edgemodel-operator/work"),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value == "true"

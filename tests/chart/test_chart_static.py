@@ -128,6 +128,7 @@ def test_defaults_render_cluster_wide(helm: Helm) -> None:
         "EDGEMODEL_SERVER_IMAGE": "edgemodel-server:0.1.0-{accelerator}",
         "EDGEMODEL_RESYNC_SECONDS": "10",
         "EDGEMODEL_LOG_LEVEL": "INFO",
+        "EDGEMODEL_ACTIVE_PROBE": "true",
         "EDGEMODEL_HEALTH_ADDRESS": "0.0.0.0:8081",
         "EDGEMODEL_REGISTRY_INSECURE": "false",
     }

@@ -48,6 +48,8 @@ def test_overrides() -> None:
         ({"EDGEMODEL_RESYNC_SECONDS": "soon"}, "EDGEMODEL_RESYNC_SECONDS"),
         ({"EDGEMODEL_RESYNC_SECONDS": "0"}, "EDGEMODEL_RESYNC_SECONDS"),
         ({"EDGEMODEL_LOG_LEVEL": "chatty"}, "EDGEMODEL_LOG_LEVEL"),
+        ({"EDGEMODEL_ACTIVE_PROBE": "sometimes"}, "EDGEMODEL_ACTIVE_PROBE"),
+        ({"DOCKER_HOST": "unix:///run/podman.sock"}, "EDGEMODEL_REGISTRY_URL"),
         ({"EDGEMODEL_HEALTH_ADDRESS": "8081"}, "EDGEMODEL_HEALTH_ADDRESS"),
     ],
 )

@@ -192,3 +192,39 @@ def test_a_held_revision_that_turns_healthy_is_promoted_after_all() -> None:
     promoted = decide("new", SPEC, waiting.state, [HEALTHY], POLICY, at(116))
     assert promoted.action is Action.PROMOTE
     assert promoted.state.stable_revision == "new" and promoted.state.failed == ()
+
+
+def test_a_pod_failing_the_active_probe_rolls_back_with_its_answer() -> None:
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2,
+                               "image": "server:1"}])  # fmt: skip
+    writer = RecordingWriter()
+    calls: list[tuple[str, int, str]] = []
+
+    def prober(address: str, port: int, model: str, timeout: float) -> str | None:
+        calls.append((address, port, model))
+        return "an inference answered 500: model failed" if address == "10.0.0.9" else None
+
+    def run(observed: Observed, t: float) -> Any:
+        outcome = reconcile(body, observed, writer, CONFIG, at(t), prober=prober)
+        body["status"] = outcome.status
+        return outcome
+
+    good = run(Observed(FLEET, [], []), 0).status["revision"]
+    run(observe(writer, good, True), 1)
+    assert run(observe(writer, good, True), 20).action == "Promote"
+    calls.clear()
+    run(observe(writer, good, True), 30)
+    assert calls == []  # the stable revision is not probed
+
+    body["spec"]["targets"][0]["image"] = "server:2"
+    body["metadata"]["generation"] = 2
+    bad = run(observe(writer, good, True), 40).status["revision"]
+    seen = observe(writer, bad, True)
+    for i, p in enumerate(seen.pods):
+        p["status"]["podIP"] = f"10.0.0.{8 + i}"  # type: ignore[index]
+    rolled = run(seen, 41)
+    assert rolled.action == "RollBack"
+    assert calls == [("10.0.0.8", 8080, "digits"), ("10.0.0.9", 8080, "digits")]
+    message = cond(rolled.status, "Degraded")["message"]
+    assert "ProbeFailed" in message
+    assert "pod cpu-cpu-1 on cpu-1: an inference answered 500: model failed" in message

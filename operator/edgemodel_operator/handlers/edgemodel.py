@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import structlog
 
-from edgemodel_operator.adapters import kube, metrics_http
+from edgemodel_operator.adapters import kube, metrics_http, prober
 from edgemodel_operator.config import Config
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.status import status_patch
@@ -36,6 +36,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.metrics = Metrics()
     builds = memo.config.builds
     memo.images = ImagePipeline(builds, DockerBuilder(builds)) if builds else None
+    memo.prober = prober.probe if memo.config.active_probe else None
     if memo.config.metrics_address:
         metrics_http.serve(memo.config.metrics_address, memo.metrics.render)
     # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
@@ -88,7 +89,13 @@ def reconcile_edgemodel(
     )
     started = time.perf_counter()
     outcome = reconcile(
-        dict(body), observed, memo.writer, memo.config, datetime.now(UTC), memo.images
+        dict(body),
+        observed,
+        memo.writer,
+        memo.config,
+        datetime.now(UTC),
+        memo.images,
+        memo.prober,
     )
     memo.metrics.observe_reconcile(time.perf_counter() - started)
     changes = status_patch(dict(body.status), outcome.status)

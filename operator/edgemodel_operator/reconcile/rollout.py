@@ -68,6 +68,7 @@ class TargetHealth:
     crashing: tuple[str, ...] = ()  # "pod p on node n: CrashLoopBackOff (5 restarts)"
     lost: tuple[str, ...] = ()  # pods that were Ready and are not any more
     expected: int | None = None  # pods due on the revision in the current wave; None: all
+    probe_failed: tuple[str, ...] = ()  # "pod p on node n: what the active probe saw"
 
     @property
     def healthy(self) -> bool:
@@ -112,6 +113,9 @@ def gate_failure(
     crashing = [f"{h.name}: {c}" for h in health for c in h.crashing]
     if crashing:
         return "CrashLooping", f"{len(crashing)} pod(s) crash-looping", tuple(crashing)
+    probed = [f"{h.name}: {p}" for h in health for p in h.probe_failed]
+    if probed:
+        return "ProbeFailed", f"{len(probed)} pod(s) failed the active probe", tuple(probed)
     lost = [f"{h.name}: {p}" for h in health for p in h.lost]
     if lost:
         return "ReadinessLost", f"{len(lost)} pod(s) stopped being Ready", tuple(lost)

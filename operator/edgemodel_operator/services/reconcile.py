@@ -63,6 +63,36 @@ class Images(Protocol):
     def state(self, job: ImageJob) -> ImageState: ...
 
 
+class Prober(Protocol):
+    """The active probe port (adapters.prober.probe): what failed, or None."""
+
+    def __call__(self, address: str, port: int, model: str, timeout: float) -> str | None: ...
+
+
+PODS_PROBED_PER_TARGET = 2
+
+
+def _probe(
+    prober: Prober, model: str, spec: EdgeModelSpec, rev: str, pods: Sequence[Mapping[str, Any]]
+) -> tuple[str, ...]:
+    """Probe a few Ready pods of the new revision; their failures, with pod and node."""
+    failures = []
+    ready = sorted(
+        (p for p in pods if ((p["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)
+                             == rev and (p.get("status") or {}).get("podIP")
+                             and any(c.get("type") == "Ready" and c.get("status") == "True"
+                                     for c in p["status"].get("conditions") or []))),
+        key=lambda p: str(p["metadata"]["name"]),
+    )[:PODS_PROBED_PER_TARGET]  # fmt: skip
+    for pod in ready:
+        failed = prober(pod["status"]["podIP"], spec.serving.port, model,
+                        spec.serving.probe.timeout_seconds)  # fmt: skip
+        if failed:
+            node = pod["spec"].get("nodeName", "?")
+            failures.append(f"pod {pod['metadata']['name']} on {node}: {failed}")
+    return tuple(failures)
+
+
 class Writer(Protocol):
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -111,7 +141,7 @@ def _wave_order(spec: EdgeModelSpec, placement: Placement, nodes: Sequence[NodeI
 def _health(
     model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
     observed: Observed, nodes: Sequence[NodeInfo], wave: int, was_ready: bool,
-    failure_threshold: int,
+    failure_threshold: int, prober: Prober | None = None,
 ) -> list[TargetHealth]:  # fmt: skip
     """How the pods of revision `rev` are doing, target by target (in waves: how the pods
     due in the current wave are)."""
@@ -137,6 +167,9 @@ def _health(
             sizes = wave_sizes(spec.rollout.waves, len(p.nodes))
             expected = sizes[min(wave, len(sizes) - 1)]
             health_now = replace(health_now, expected=expected)
+        if prober is not None:
+            failed = _probe(prober, model, spec, rev, _pods_of(observed, p.target.name))
+            health_now = replace(health_now, probe_failed=failed)
         health.append(health_now)
     return health
 
@@ -210,6 +243,7 @@ def reconcile(
     config: Config,
     now: datetime,
     images: Images | None = None,
+    prober: Prober | None = None,
 ) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
@@ -237,8 +271,9 @@ def reconcile(
     policy = _policy(spec)
     was_ready = state.revision == rev and state.ready_since is not None
     wave = state.wave if state.revision == rev else 0
+    rolling_out = rev != state.stable_revision and state.failure(rev) is None
     health = _health(name, rev, spec, candidate, observed, nodes, wave, was_ready,
-                     policy.failure_threshold)  # fmt: skip
+                     policy.failure_threshold, prober if rolling_out else None)  # fmt: skip
     plan = decide(rev, raw_spec, state, health, policy, now)
 
     run_spec, run_rev, run_pinned = spec, rev, pinned
