@@ -18,8 +18,10 @@ from clusterkit import Cluster, wait_until  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """e2e: every test that needs real infrastructure (the cluster or the image kit)."""
     for item in items:
-        if "/e2e/" in str(item.path):
+        needs = set(getattr(item, "fixturenames", ())) & {"cluster", "imagekit", "helm"}
+        if "/e2e/" in str(item.path) or needs:
             item.add_marker(pytest.mark.e2e)
 
 
