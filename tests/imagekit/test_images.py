@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import digits
+import make_digits
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -170,32 +171,8 @@ def test_pushed_image_answers_like_onnxruntime_on_the_host(
 
 def retrained(out: Path, seed: int) -> Path:
     """The digits model retrained with another random_state: a new model version."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-
-    data = load_digits()
-    x_train, _, y_train, _ = train_test_split(
-        data.data.astype(np.float32),
-        data.target,
-        test_size=0.25,
-        random_state=0,
-        stratify=data.target,
-    )
-    classifier = MLPClassifier(hidden_layer_sizes=(64,), max_iter=400, random_state=seed)
-    classifier.fit(x_train, y_train)
-    onnx_model = convert_sklearn(
-        classifier,
-        "digits",
-        initial_types=[("input", FloatTensorType([None, 64]))],
-        options={id(classifier): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.onnx").write_bytes(onnx_model.SerializeToString())
-    return out / "model.onnx"
+    make_digits.generate(out, seed)
+    return out / make_digits.MODEL_FILE
 
 
 def test_model_only_update_changes_only_the_last_layer(

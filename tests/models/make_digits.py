@@ -21,8 +21,9 @@ OPSET = 17  # old enough for the onnxruntime builds found on edge devices
 SEED = 0
 
 
-def generate(out_dir: Path) -> None:
-    """Train, export and write model.onnx and samples.npz into out_dir (created if needed)."""
+def generate(out_dir: Path, seed: int = SEED) -> None:
+    """Train, export and write model.onnx and samples.npz into out_dir (created if needed).
+    Another `seed` trains another version of the model on the same split."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_digits
@@ -35,7 +36,7 @@ def generate(out_dir: Path) -> None:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.25, random_state=SEED, stratify=y
     )
-    classifier = MLPClassifier(hidden_layer_sizes=(64,), max_iter=400, random_state=SEED)
+    classifier = MLPClassifier(hidden_layer_sizes=(64,), max_iter=400, random_state=seed)
     classifier.fit(x_train, y_train)
 
     onnx_model = convert_sklearn(

@@ -199,9 +199,14 @@ def decide(
 # --- reading pods and status --------------------------------------------------------------
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
+def pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_revision(pod: Mapping[str, Any]) -> str | None:
+    """The revision a pod was created from (its template's annotation)."""
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
 
 
 def _where(pod: Mapping[str, Any]) -> str:
@@ -226,7 +231,7 @@ def target_health(
         if ((p.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION) == revision
         and not p["metadata"].get("deletionTimestamp")
     ]
-    not_ready = [p for p in mine if not _ready(p)]
+    not_ready = [p for p in mine if not pod_ready(p)]
     crashing = []
     for p in mine:
         for cs in (p.get("status") or {}).get("containerStatuses") or []:

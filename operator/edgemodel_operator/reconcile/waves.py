@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgemodel_operator.api.spec import Wave
-from edgemodel_operator.reconcile.rollout import REVISION_ANNOTATION
+from edgemodel_operator.reconcile.rollout import pod_ready, pod_revision
 
 
 def node_order(
@@ -42,11 +42,6 @@ def unavailable_budget(max_unavailable: int | str, total: int) -> int:
     return max(1, int(max_unavailable))
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def pods_to_replace(
     order: Sequence[str],
     upto: int,
@@ -61,17 +56,16 @@ def pods_to_replace(
         node = (pod.get("spec") or {}).get("nodeName")
         if node and not pod["metadata"].get("deletionTimestamp"):
             by_node[node] = pod
-    in_flight = sum(1 for n in order[:upto] if n not in by_node or not _ready(by_node[n]))
+    in_flight = sum(1 for n in order[:upto] if n not in by_node or not pod_ready(by_node[n]))
     chosen: list[str] = []
     for node in order[:upto]:
         found = by_node.get(node)
         if found is None:
             continue
         pod = found
-        on = ((pod["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)) == revision
-        if on:
+        if pod_revision(pod) == revision:
             continue
-        if _ready(pod) and in_flight + len(chosen) >= budget:
+        if pod_ready(pod) and in_flight + len(chosen) >= budget:
             continue  # a serving pod waits for room under maxUnavailable
         chosen.append(str(pod["metadata"]["name"]))
     return chosen

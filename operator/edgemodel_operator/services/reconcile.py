@@ -21,12 +21,13 @@ from edgemodel_operator.reconcile.observed import NodeInfo, node_info
 from edgemodel_operator.reconcile.placement import Placement, place
 from edgemodel_operator.reconcile.revision import revision
 from edgemodel_operator.reconcile.rollout import (
-    REVISION_ANNOTATION,
     Action,
     Plan,
     Policy,
     TargetHealth,
     decide,
+    pod_ready,
+    pod_revision,
     state_from_status,
     target_health,
 )
@@ -77,13 +78,11 @@ def _probe(
 ) -> tuple[str, ...]:
     """Probe a few Ready pods of the new revision; their failures, with pod and node."""
     failures = []
-    ready = sorted(
-        (p for p in pods if ((p["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)
-                             == rev and (p.get("status") or {}).get("podIP")
-                             and any(c.get("type") == "Ready" and c.get("status") == "True"
-                                     for c in p["status"].get("conditions") or []))),
-        key=lambda p: str(p["metadata"]["name"]),
-    )[:PODS_PROBED_PER_TARGET]  # fmt: skip
+    candidates = [
+        p for p in pods
+        if pod_revision(p) == rev and pod_ready(p) and (p.get("status") or {}).get("podIP")
+    ]  # fmt: skip
+    ready = sorted(candidates, key=lambda p: str(p["metadata"]["name"]))[:PODS_PROBED_PER_TARGET]
     for pod in ready:
         failed = prober(pod["status"]["podIP"], spec.serving.port, model,
                         spec.serving.probe.timeout_seconds)  # fmt: skip
@@ -153,7 +152,7 @@ def _health(
         workload = live.get(workload_name(model, p.target.name))
         n = counts(workload)
         template = ((workload or {}).get("spec") or {}).get("template") or {}
-        on_rev = (template.get("metadata") or {}).get("annotations", {}).get(REVISION_ANNOTATION)
+        on_rev = pod_revision(template)  # the template carries the pods' annotations
         health_now = target_health(
             name=p.target.name,
             revision=rev,
