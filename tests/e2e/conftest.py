@@ -32,7 +32,10 @@ def crd(cluster: Cluster) -> Path:
     return CRD
 
 
-@pytest.fixture(scope="session")
+# One operator per test module, watching the whole cluster. Module scope: it is gone before
+# other suites (the image builds) start operators of their own. Not a namespace glob: kopf
+# watching "e2e-*" hung at start-up when a matching namespace vanished during its listing.
+@pytest.fixture(scope="module")
 def operator(
     cluster: Cluster, crd: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
@@ -42,7 +45,6 @@ def operator(
         "KUBECONFIG": str(cluster.kubeconfig),
         "EDGEMODEL_HEALTH_ADDRESS": f"127.0.0.1:{port}",
         "EDGEMODEL_RESYNC_SECONDS": "2",
-        "EDGEMODEL_NAMESPACES": "e2e-*",  # the per-test namespaces; others run their own
         "EDGEMODEL_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
     proc = OperatorProcess(
