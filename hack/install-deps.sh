@@ -7,6 +7,10 @@ PACKAGES=(openssl ca-certificates curl)
 # Engine API, runc runs the containers, netavark + iptables give them a network with
 # published ports, docker-registry is a local OCI registry, debootstrap makes the base.
 PACKAGES+=(podman runc netavark iptables docker-registry debootstrap)
+# Real worker nodes (hack/realnode.py): containerd runs the pods, the CNI plugins give them
+# a bridge network, kube-proxy needs conntrack and ipset, kubelet's checks use the rest;
+# gcc builds the static pause binary of the sandbox image.
+PACKAGES+=(containerd containernetworking-plugins conntrack ipset socat ethtool ebtables gcc libc6-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
