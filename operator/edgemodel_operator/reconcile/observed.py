@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,3 +27,20 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
         allocatable={str(k): str(v) for k, v in (status.get("allocatable") or {}).items()},
         schedulable=not spec.get("unschedulable", False),
     )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the cluster holds, as plain dicts (from kopf's watch-fed indices): every node,
+    and this model's children (each with its "kind"), pods and EndpointSlices."""
+
+    nodes: Sequence[Mapping[str, Any]]
+    children: Sequence[Mapping[str, Any]]
+    pods: Sequence[Mapping[str, Any]]
+    endpoint_slices: Sequence[Mapping[str, Any]] = ()
+
+    def child(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        return next(
+            (c for c in self.children if c["kind"] == kind and c["metadata"]["name"] == name),
+            None,
+        )

@@ -15,8 +15,9 @@ from enum import Enum
 from typing import Any
 
 from edgemodel_operator.api.conditions import timestamp
+from edgemodel_operator.api.names import REVISION_ANNOTATION
+from edgemodel_operator.reconcile.probes import probe_failure
 
-REVISION_ANNOTATION = "edgeai.dev/revision"
 MAX_FAILED_REMEMBERED = 10
 MAX_EVIDENCE = 5
 CRASH_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError")
@@ -214,6 +215,25 @@ def _where(pod: Mapping[str, Any]) -> str:
     return f"pod {pod['metadata']['name']} on {node}"
 
 
+def crash(pod: Mapping[str, Any], failure_threshold: int) -> str | None:
+    """Why a pod's (init) container keeps failing, with its last words; None if it is not."""
+    status = pod.get("status") or {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            restarts = int(cs.get("restartCount", 0))
+            if waiting.get("reason") not in CRASH_REASONS and restarts < failure_threshold:
+                continue
+            why = waiting.get("reason") or "restarting"
+            ended = (cs.get("lastState") or {}).get("terminated") or {}
+            said = str(ended.get("message") or waiting.get("message") or "").strip()
+            said = said.splitlines()[-1][:300] if said else ""
+            init = f"init container {cs.get('name')}: " if key == "initContainerStatuses" else ""
+            detail = f": {said}" if said else ""
+            return f"{init}{why} ({restarts} restarts){detail}"
+    return None
+
+
 def target_health(
     name: str,
     revision: str,
@@ -228,18 +248,11 @@ def target_health(
     mine = [
         p
         for p in pods
-        if ((p.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION) == revision
-        and not p["metadata"].get("deletionTimestamp")
+        if pod_revision(p) == revision and not p["metadata"].get("deletionTimestamp")
     ]
     not_ready = [p for p in mine if not pod_ready(p)]
-    crashing = []
-    for p in mine:
-        for cs in (p.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            restarts = int(cs.get("restartCount", 0))
-            if waiting.get("reason") in CRASH_REASONS or restarts >= failure_threshold:
-                why = waiting.get("reason") or "restarting"
-                crashing.append(f"{_where(p)}: {why} ({restarts} restarts)")
+    crashing = [f"{_where(p)}: {why}" for p in mine if (why := crash(p, failure_threshold))]
+    probed = [f"{_where(p)}: {why}" for p in mine if (why := probe_failure(p))]
     return TargetHealth(
         name=name,
         desired=desired,
@@ -247,6 +260,7 @@ def target_health(
         settled=settled,
         not_ready=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]),
         crashing=tuple(crashing[:MAX_EVIDENCE]),
+        probe_failed=tuple(probed[:MAX_EVIDENCE]),
         # Only a scheduled pod can lose readiness; one waiting for a node is just new.
         lost=tuple(_where(p) for p in not_ready if (p.get("spec") or {}).get("nodeName"))[
             :MAX_EVIDENCE

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,9 @@ MAX_NODES_LISTED = 20
 class TargetObservation:
     workload: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    service: str = ""  # the Service apps call
+    endpoints: int = 0  # its ready endpoints
+    pending: bool = False  # the workload was just (re)written: its status is not yet about it
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def build_status(
     for p in placements:
         seen = observed.get(p.target.name, TargetObservation(None))
         n = counts(seen.workload)
+        if seen.pending:
+            n = replace(n, current=False)
         nodes = _nodes(seen.pods)
         targets.append(
             {
@@ -121,6 +126,8 @@ def build_status(
                 "updated": n.updated,
                 "nodes": nodes[:MAX_NODES_LISTED],
                 "nodeCount": len(nodes),
+                "service": seen.service,
+                "endpoints": seen.endpoints,
             }
         )
         if not _target_ready(n, p):
