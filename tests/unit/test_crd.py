@@ -115,6 +115,8 @@ def test_printer_columns_in_order() -> None:
         "Age",
         "Stable",
         "Reason",
+        "Services",
+        "Endpoints",
     ]
     assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1]
 

@@ -14,6 +14,18 @@ class NodeInfo:
     taints: tuple[Mapping[str, Any], ...] = ()
     allocatable: Mapping[str, str] = field(default_factory=dict)
     schedulable: bool = True
+    unavailable: str = ""  # why nothing can run there now (cordoned, NotReady); "" if it can
+
+
+def _unavailable(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") != "True":
+        reason = ready.get("reason") or "NotReady"
+        message = str(ready.get("message") or "").strip().rstrip(".")
+        return f"{reason}: {message}" if message else str(reason)
+    if spec.get("unschedulable", False):
+        return "cordoned"
+    return ""
 
 
 def node_info(node: Mapping[str, Any]) -> NodeInfo:
@@ -21,6 +33,7 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
     spec = node.get("spec") or {}
     status = node.get("status") or {}
     return NodeInfo(
+        unavailable=_unavailable(spec, status),
         name=str(meta.get("name", "")),
         labels=dict(meta.get("labels") or {}),
         taints=tuple(spec.get("taints") or ()),

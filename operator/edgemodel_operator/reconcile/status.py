@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from edgemodel_operator.api import conditions as c
-from edgemodel_operator.reconcile.placement import Placement
+from edgemodel_operator.reconcile.placement import Placement, unavailable_text
 from edgemodel_operator.reconcile.rollout import Action, Plan, state_to_status
 from edgemodel_operator.reconcile.workloads import running_image, workload_name
 
@@ -128,6 +128,7 @@ def build_status(
                 "nodeCount": len(nodes),
                 "service": seen.service,
                 "endpoints": seen.endpoints,
+                "unavailable": len(p.unavailable),
             }
         )
         if not _target_ready(n, p):
@@ -141,6 +142,8 @@ def build_status(
 
     missing = [p.message for p in placements if not p.has_nodes]
     fell_back = [p.message for p in placements if p.fell_back]
+    down = [f"target {p.target.name}: node(s) unavailable: {unavailable_text(p)}"
+            for p in placements if p.has_nodes and p.unavailable]  # fmt: skip
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
 
     def put(type_: str, ok: bool, reason: str, message: str) -> None:
@@ -150,13 +153,17 @@ def build_status(
     total = len(placements)
     ready_count = total - len(not_ready)
     if missing:
-        put(c.DEGRADED, True, c.NO_MATCHING_NODES, "; ".join(missing))
-        put(c.READY, False, c.NO_MATCHING_NODES, "; ".join(missing))
+        all_down = all(p.unavailable for p in placements if not p.has_nodes)
+        reason = c.NODES_UNAVAILABLE if all_down else c.NO_MATCHING_NODES
+        put(c.DEGRADED, True, reason, "; ".join(missing + down))
+        put(c.READY, False, reason, "; ".join(missing))
     elif blocked:
         put(c.DEGRADED, True, c.UNSCHEDULABLE, "; ".join(blocked))
         put(c.READY, False, c.UNSCHEDULABLE, "; ".join(blocked))
     else:
-        if fell_back:
+        if down:
+            put(c.DEGRADED, True, c.NODES_UNAVAILABLE, "; ".join(down + fell_back))
+        elif fell_back:
             put(c.DEGRADED, True, c.FELL_BACK, "; ".join(fell_back))
         else:
             put(c.DEGRADED, False, c.AS_EXPECTED, "Every target runs on its own accelerator")
