@@ -91,6 +91,24 @@ def test_decide(
         assert (plan.state.stable_revision, plan.state.stable_spec) == ("new", SPEC)
 
 
+def test_a_rollout_waits_while_its_nodes_are_away_and_the_deadline_moves_back() -> None:
+    started = RolloutState("new", stamp(0), None, "old", {"model": {"version": "1"}})
+    away = TargetHealth("cpu", 2, 0, False, blocked="every node it runs on is unavailable")
+    waiting = decide("new", SPEC, started, [away], POLICY, at(50))
+    assert (waiting.action, waiting.reason) == (Action.ROLL_FORWARD, "NodesUnavailable")
+    assert waiting.state.paused_at == stamp(50)
+    still = decide("new", SPEC, waiting.state, [away], POLICY, at(500))  # past the deadline
+    assert still.action is Action.ROLL_FORWARD and still.state.paused_at == stamp(50)
+    back = TargetHealth("cpu", 2, 0, True)
+    resumed = decide("new", SPEC, still.state, [back], POLICY, at(510))
+    assert resumed.action is Action.ROLL_FORWARD  # 50 s of the 60 s deadline used, not 510
+    assert resumed.state.started_at == stamp(460) and resumed.state.paused_at is None
+    assert decide("new", SPEC, resumed.state, [back], POLICY, at(520)).action is (
+        Action.ROLL_FORWARD
+    )
+    assert decide("new", SPEC, resumed.state, [back], POLICY, at(521)).action is Action.ROLL_BACK
+
+
 def test_stable_revision_asked_for_again_is_steady() -> None:
     plan = decide("good", {"v": 1}, STABLE, [WAITING], POLICY, at(999))
     assert plan.action is Action.STEADY

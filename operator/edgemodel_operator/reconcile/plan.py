@@ -29,7 +29,7 @@ from edgemodel_operator.reconcile.network import (
     service_name,
 )
 from edgemodel_operator.reconcile.observed import NodeInfo, Observed, node_info
-from edgemodel_operator.reconcile.placement import Placement, place
+from edgemodel_operator.reconcile.placement import Placement, place, unavailable_text
 from edgemodel_operator.reconcile.revision import revision
 from edgemodel_operator.reconcile.rollout import (
     Action,
@@ -148,6 +148,11 @@ def _health(
     due in the current wave are)."""
     health = []
     for p in placements:
+        if not p.has_nodes and p.unavailable:  # an outage, not a failing revision
+            why = f"every node it runs on is unavailable: {unavailable_text(p)}"
+            health.append(TargetHealth(p.target.name, max(p.target.replicas, 1), 0, False,
+                                       blocked=why))  # fmt: skip
+            continue
         if not p.has_nodes:
             continue  # a placement problem (NoMatchingNodes), not a failing revision
         workload = observed.child(_workload_kind(p), workload_name(model, p.target.name))

@@ -280,6 +280,9 @@ def annotate_rollout(
         if plan.action is Action.PROMOTE:
             events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
                                     "gates and is now the stable revision"))  # fmt: skip
+        elif plan.reason == "NodesUnavailable":
+            put(c.PROGRESSING, True, c.NODES_UNAVAILABLE, f"Rollout of {rev} paused: "
+                f"{plan.message}")  # fmt: skip
         elif plan.action is Action.ROLL_FORWARD and status["phase"] == "Ready":
             put(c.PROGRESSING, True, c.STABILIZING, f"Revision {rev} is Ready; watching it for "
                 "the stabilization window before promoting it to stable")  # fmt: skip
