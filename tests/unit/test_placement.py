@@ -79,9 +79,10 @@ def test_fallback_without_nodes_reports_both() -> None:
 
 def test_unavailable_nodes_are_left_out_and_named() -> None:
     down = node("cpu-2", "cpu")
-    down["status"]["conditions"] = [{"type": "Ready", "status": "Unknown",
-                                     "reason": "NodeStatusUnknown",
-                                     "message": "Kubelet stopped posting node status."}]  # fmt: skip
+    lost = "Kubelet stopped posting node status."
+    down["status"]["conditions"] = [
+        {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": lost}
+    ]
     down["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]
     cordoned = node("cpu-3", "cpu", spec={"unschedulable": True})
     nodes = [node_info(n) for n in [*FLEET, down, cordoned]]
