@@ -14,13 +14,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
-from clusterkit import Cluster, wait_until  # noqa: E402
+from clusterkit import Cluster, publish_servers, wait_until  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """e2e: every test that needs real infrastructure (the cluster or the image kit)."""
     for item in items:
-        needs = set(getattr(item, "fixturenames", ())) & {"cluster", "imagekit", "helm"}
+        needs = set(getattr(item, "fixturenames", ())) & {
+            "cluster",
+            "imagekit",
+            "helm",
+            "server_images",
+        }
         if "/e2e/" in str(item.path) or needs:
             item.add_marker(pytest.mark.e2e)
 
@@ -48,6 +53,12 @@ def cluster() -> Iterator[Cluster]:
     yield Cluster(kubeconfig=ROOT / ".devcluster" / "kubeconfig", kubectl_path=k8s_dir / "kubectl")
     if started and not os.environ.get("DEVCLUSTER_KEEP"):
         _devcluster("down")
+
+
+@pytest.fixture(scope="session")
+def server_images() -> str:
+    """The CPU model-server index (amd64 and arm64; E2E_PLATFORMS to narrow)."""
+    return publish_servers("cpu", os.environ.get("E2E_PLATFORMS", "amd64,arm64"))
 
 
 @pytest.fixture

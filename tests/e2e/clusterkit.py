@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -19,6 +21,7 @@ import yaml
 from kubernetes import client, config
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
 
 # EdgeModels of the e2e tests carry this label, and the tests' operators handle only those
 # (EDGEMODEL_SELECTOR): a demo running in the same cluster keeps its own operator.
@@ -137,6 +140,20 @@ class Cluster:
 
     def nodes_by_name(self) -> dict[str, Any]:
         return {n.metadata.name: n for n in self.core.list_node().items}
+
+
+def publish_servers(accelerators: str, platforms: str) -> str:
+    """`make images` for these accelerators and platforms (content-addressed: what the
+    registry has is not rebuilt); EDGEMODEL_SERVER_IMAGE for the published indexes."""
+    env = {**os.environ, "PY": sys.executable, "ACCELERATORS": accelerators,
+           "PLATFORMS": platforms}  # fmt: skip
+    subprocess.run([str(ROOT / "hack" / "images.sh")], env=env, check=True, stdout=sys.stderr)
+    out = subprocess.run([sys.executable, str(ROOT / "hack" / "imagekit.py"), "env"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    registry = out.split("EDGEMODEL_REGISTRY=")[1].strip()
+    from edgemodel_operator import __version__
+
+    return f"{registry}/edgemodel-server:{__version__}-{{accelerator}}"
 
 
 def restricted_container(name: str, image: str, **extra: Any) -> dict[str, Any]:

@@ -231,6 +231,11 @@ def _pod_spec(
         pod_spec["readinessGates"] = [{"conditionType": PROBE_CONDITION}]
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.archs is not None:  # only the architectures its image serves
+        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": list(placement.archs)}
+            ]}]}}}  # fmt: skip
     if placement.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     return pod_spec
