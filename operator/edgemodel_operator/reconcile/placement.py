@@ -33,6 +33,7 @@ class Placement:
     # Nodes made for it that cannot run anything now: (name, why), e.g. NotReady, cordoned.
     unavailable: tuple[tuple[str, str], ...] = ()
     archs: tuple[str, ...] | None = None  # what its image serves; None: not known
+    runtime_class: str | None = None
     no_image: tuple[str, ...] = ()  # nodes made for it whose architecture its image lacks
 
     @property
@@ -103,6 +104,7 @@ def _candidate(
         tolerations=tolerations,
         resource=profile.resource,
         nodes=tuple(matching),
+        runtime_class=profile.runtime_class,
     )
 
 
