@@ -64,9 +64,9 @@ def start_operator(cluster: Cluster, log: Path, **env: str) -> OperatorProcess:
 # watching "e2e-*" hung at start-up when a matching namespace vanished during its listing.
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Cluster, crd: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, crd: Path, pool: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """For the simulated fleet: targets placed on KWOK nodes only."""
+    """For the simulated fleet: targets placed on the tests' pool of KWOK nodes."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     proc = start_operator(cluster, log, EDGEMODEL_ACCELERATORS=SIMULATED_ONLY)
     yield proc

@@ -113,6 +113,7 @@ def all_servers(imagekit: Kit) -> str:
 @pytest.fixture(scope="module")
 def building_operator(
     cluster: Cluster, imagekit: Kit, all_servers: str, builds_namespace: str, work_dir: Path,
+    pool: list[str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:  # fmt: skip
     registry = f"{imagekit.registry}/edgemodels-test-{imagekit.run_id}"
@@ -205,7 +206,7 @@ def test_three_accelerators_get_built_tested_images_pinned_by_digest(
         lambda s: cond(s, "Degraded").get("reason") == "NoImageForArchitecture", 60,
         "NoImageForArchitecture for the Jetsons",
     )  # fmt: skip
-    assert "edge-gpu-0" in cond(placed, "Degraded")["message"]
+    assert "e2e-gpu-0" in cond(placed, "Degraded")["message"]
     assert "the gpu/fp16 image serves amd64 only" in cond(placed, "Degraded")["message"]
     registry = Registry(insecure=True)
     for variant, image in images.items():
@@ -285,13 +286,13 @@ def test_a_wrong_sha256_builds_nothing_and_says_so(
 
 def test_a_registry_outage_says_so_and_keeps_what_serves(
     cluster: Cluster, imagekit: Kit, served_model: str, digits_model: digits.DigitsModel,
-    tmp_path: Path,
+    tmp_path: Path, pool: list[str], all_servers: str,
 ) -> None:  # fmt: skip
     namespace = f"build-outage-{uuid.uuid4().hex[:6]}"
     labels = {"pod-security.kubernetes.io/enforce": "restricted"}
     cluster.core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
     dead = f"127.0.0.1:{free_port()}/edgemodels"  # nothing listens there
-    proc = start_operator(cluster, imagekit, namespace, dead, tmp_path / "work",
+    proc = start_operator(cluster, all_servers, namespace, dead, tmp_path / "work",
                           tmp_path / "operator.log")  # fmt: skip
     try:
         sha = hashlib.sha256(digits_model.model.read_bytes()).hexdigest()
