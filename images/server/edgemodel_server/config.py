@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "original")  # original: served as published
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -73,7 +73,9 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         )
     precision = env.get("EDGEMODEL_PRECISION", "fp32").strip().lower()
     if precision not in PRECISIONS:
-        raise ConfigError(f"EDGEMODEL_PRECISION must be fp32, fp16 or int8, got {precision!r}")
+        raise ConfigError(
+            f"EDGEMODEL_PRECISION must be fp32, fp16, int8 or original, got {precision!r}"
+        )
     return ServerConfig(
         precision=precision,
         model_name=name,
