@@ -1,0 +1,354 @@
+"""One site driven from Git by a live Argo CD: an Application with the operator's chart and the
+site's EdgeModels (sync waves put the CRD first), a commit with a broken version that the
+operator rolls back, and the revert that brings the site back. Every assertion reads what
+Argo CD itself recorded in the Application's status, or its controller's metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from clusterkit import Cluster, OperatorProcess, wait_until
+from gitopskit import (
+    DEADLINE,
+    RESYNC,
+    RETRY,
+    TIMINGS,
+    ArgoCD,
+    Recorder,
+    SiteRepo,
+    condition,
+    create_namespace,
+    dump,
+    edgemodel,
+    free_port,
+    get_em,
+    operation,
+    operation_revisions,
+    resource,
+    revisions,
+    start_operator,
+)
+
+CRD_NAME = "edgemodels.edgeai.dev"
+
+
+@dataclass
+class Site:
+    app: str  # the Application, also the Helm release
+    models: str  # namespace of the site's EdgeModels
+    system: str  # namespace the chart installs the operator into
+    path: str  # folder of the site's EdgeModels in the site repository
+    operator: OperatorProcess
+
+
+def application(argocd: ArgoCD, site: Site) -> dict[str, Any]:
+    """The chart from the operator's repository and the EdgeModels from the site repository,
+    in one Application. The chart's operator Deployment is pinned to a simulated node: pods
+    here cannot reach the API server, so the test's operator runs as a host process instead
+    and the chart's pod only has to become Available."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": site.app, "namespace": "argocd"},
+        "spec": {
+            "project": "default",
+            "sources": [
+                {
+                    "repoURL": argocd.repo("edgemodel-operator")["url"],
+                    "targetRevision": "main",
+                    "path": "charts/edgemodel-operator",
+                    "helm": {
+                        "releaseName": site.app,
+                        "valuesObject": {
+                            "watchNamespaces": [site.models],
+                            "nodeSelector": {"type": "kwok"},
+                        },
+                    },
+                },
+                {
+                    "repoURL": argocd.repo("sites")["url"],
+                    "targetRevision": "main",
+                    "path": site.path,
+                },
+            ],
+            "destination": {"server": argocd.cluster_server, "namespace": site.system},
+            "syncPolicy": {
+                "automated": {"prune": True, "selfHeal": True},
+                "syncOptions": ["ServerSideApply=true"],
+                "retry": RETRY,
+            },
+            "ignoreDifferences": [
+                {"group": "edgeai.dev", "kind": "EdgeModel", "jsonPointers": ["/status"]}
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def site(
+    cluster: Cluster, argocd: ArgoCD, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    app = f"gitops-{uuid.uuid4().hex[:5]}"
+    models, system = app, f"{app}-system"
+    for ns in (models, system):
+        create_namespace(cluster, ns)
+    operator = start_operator(
+        cluster, [models], tmp_path_factory.mktemp("operator") / "operator.log", free_port()
+    )
+    yield Site(app, models, system, f"sites/{app}/models", operator)
+    argocd.delete("applications", app)
+    wait_until(lambda: not argocd.exists("applications", app), timeout=30,
+               what=f"Application {app} to be deleted")  # fmt: skip
+    cluster.delete_namespace(models)  # EdgeModels first, while their operator runs
+    operator.stop()
+    cluster.core.delete_namespace(system)
+    for kind in ("clusterrolebinding", "clusterrole"):
+        cluster.kubectl("delete", kind, "-l", f"app.kubernetes.io/instance={app}", check=False)
+
+
+def chart_commit(argocd: ArgoCD) -> str:
+    bare = argocd.repo("edgemodel-operator")["path"]
+    return subprocess.run(
+        ["git", "--git-dir", bare, "rev-parse", "main"], text=True, capture_output=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def synced_to(app: dict[str, Any], commits: list[str], phase: str) -> bool:
+    status = app.get("status", {})
+    return (
+        status.get("sync", {}).get("status") == "Synced"
+        and revisions(app) == commits
+        and operation_revisions(app) == commits
+        and operation(app).get("phase") == phase
+    )
+
+
+@dataclass
+class FirstSync:
+    commits: list[str]
+    app: dict[str, Any]
+    recorder: Recorder
+    crd_existed: bool
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def first_sync(
+    cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo
+) -> FirstSync:
+    for name in ("digits", "detector"):
+        site_repo.write(f"{site.path}/{name}.yaml", edgemodel(name, site.models, "1.0.0"))
+    commit = site_repo.commit(f"{site.app}: digits and detector 1.0.0")
+    crd_existed = cluster.kubectl("get", "crd", CRD_NAME, check=False).startswith("NAME")
+    app = application(argocd, site)
+    t0 = time.monotonic()
+    argocd.create("applications", app)
+    recorder = Recorder(argocd, site.app)
+    commits = [chart_commit(argocd), commit]
+
+    def healthy_only_when_ready(live: dict[str, Any]) -> bool:
+        health = live.get("status", {}).get("health", {}).get("status")
+        if health == "Healthy":  # then every EdgeModel must already be Ready
+            for name in ("digits", "detector"):
+                em = get_em(cluster, site.models, name)
+                assert condition(em, "Ready").get("status") == "True", dump(em)
+        return health == "Healthy" and synced_to(live, commits, "Succeeded")
+
+    live = recorder.until(healthy_only_when_ready, timeout=180, what="the first sync, Healthy")
+    seconds = time.monotonic() - t0
+    TIMINGS.append(("Application created -> Synced and Healthy", seconds))
+    return FirstSync(commits, live, recorder, crd_existed, seconds)
+
+
+def test_application_installs_the_chart_then_the_edgemodels_and_turns_healthy(
+    cluster: Cluster, argocd: ArgoCD, site: Site, first_sync: FirstSync
+) -> None:
+    app = first_sync.app
+    # Sync waves: the chart (with the CRD) is wave 0, the EdgeModels wave 1.
+    crd = resource(app, "CustomResourceDefinition", CRD_NAME)
+    assert crd.get("syncWave", 0) == 0 and crd["health"]["status"] == "Healthy", crd
+    deployment = resource(app, "Deployment", f"{site.app}-edgemodel-operator")
+    assert deployment["health"]["status"] == "Healthy", deployment
+    for name in ("digits", "detector"):
+        em = resource(app, "EdgeModel", name)
+        assert em["syncWave"] == 1 and em["status"] == "Synced", em
+        # The project's health check, run by Argo CD on the live object.
+        assert em["health"] == {"status": "Healthy", "message": "All 1 targets are ready"}, em
+
+    # One sync operation, wave by wave: the CRD was applied before any EdgeModel, and no
+    # EdgeModel had to be retried for want of its CRD.
+    op = operation(app)
+    assert op.get("retryCount", 0) == 0, dump(op)
+    assert argocd.sync_operations(site.app) == {"Succeeded": 1}
+    applied = [(r["kind"], r["name"]) for r in op["syncResult"]["resources"]]
+    assert applied.index(("CustomResourceDefinition", CRD_NAME)) < min(
+        applied.index(("EdgeModel", name)) for name in ("digits", "detector")
+    ), applied
+    crd_live = cluster.kubectl("get", "crd", CRD_NAME, "-o", "json")
+    established = next(
+        c for c in json.loads(crd_live)["status"]["conditions"]
+        if c["type"] == "Established"
+    )  # fmt: skip
+    for name in ("digits", "detector"):
+        em = get_em(cluster, site.models, name)
+        assert em["metadata"]["creationTimestamp"] >= established["lastTransitionTime"]
+        assert condition(em, "Ready")["status"] == "True"
+        # The sync operation ended only once the last wave was healthy.
+        assert op["finishedAt"] >= condition(em, "Ready")["lastTransitionTime"], dump(op)
+        assert em["spec"]["targets"][0]["nodeSelector"] == {"type": "kwok"}
+    # Health went through Progressing (EdgeModels rolling out) before Healthy.
+    healths = [s.health for s in first_sync.recorder.samples]
+    assert "Progressing" in healths, healths
+    # The chart's operator pod sits on a simulated node, as the Application asks.
+    pods = cluster.core.list_namespaced_pod(site.system).items
+    assert pods and all(p.spec.node_selector == {"type": "kwok"} for p in pods)
+    print(f"CRD existed before the sync: {first_sync.crd_existed}; "
+          f"Synced and Healthy after {first_sync.seconds:.1f}s")  # fmt: skip
+
+
+@dataclass
+class BrokenCommit:
+    commit: str
+    good_revision: str
+    bad_revision: str
+    recorder: Recorder
+    operations_before: int
+    operations_after: int
+    rolled_back_at: float
+
+
+@pytest.fixture(scope="module")
+def broken_commit(
+    cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo, first_sync: FirstSync
+) -> BrokenCommit:
+    good = get_em(cluster, site.models, "digits")["status"]["stableRevision"]
+    before = sum(argocd.sync_operations(site.app).values())
+    site_repo.write(f"{site.path}/digits.yaml",
+                    edgemodel("digits", site.models, "1.1.0", broken=True))  # fmt: skip
+    commit = site_repo.commit(f"{site.app}: digits 1.1.0")
+    t0 = time.monotonic()
+    argocd.refresh(site.app)
+    recorder = Recorder(argocd, site.app)
+
+    def rolled_back(_: dict[str, Any]) -> bool:
+        return condition(get_em(cluster, site.models, "digits"), "RolledBack").get("status") == (
+            "True"
+        )
+
+    recorder.until(rolled_back, timeout=DEADLINE + 60, what="the operator to roll digits back")
+    rolled_back_at = time.monotonic() - t0
+    commits = [first_sync.commits[0], commit]
+    live = recorder.until(
+        lambda app: operation_revisions(app) == commits
+        and operation(app).get("phase") in ("Succeeded", "Failed", "Error")
+        and app["status"]["health"]["status"] == "Degraded",
+        timeout=60,
+        what="the sync of the broken commit to end, Degraded",
+    )
+    TIMINGS.append(("broken commit pushed -> operator rolled back", rolled_back_at))
+    TIMINGS.append(("broken commit pushed -> Argo CD sync ended, Degraded",
+                    time.monotonic() - t0))  # fmt: skip
+    after = sum(argocd.sync_operations(site.app).values())
+    # Then watch for a while, with hard refreshes: Argo CD compares again and again.
+    for _ in range(3):
+        argocd.refresh(site.app)
+        recorder.hold(4 * RESYNC)
+    bad = get_em(cluster, site.models, "digits")["status"]["revision"]
+    del live
+    return BrokenCommit(commit, good, bad, recorder, before, after, rolled_back_at)
+
+
+def test_broken_version_is_rolled_back_and_argocd_shows_degraded_and_stays_synced(
+    cluster: Cluster, argocd: ArgoCD, site: Site, first_sync: FirstSync,
+    broken_commit: BrokenCommit,
+) -> None:  # fmt: skip
+    app = argocd.app(site.app)
+    em = get_em(cluster, site.models, "digits")
+    # The operator rolled back: the stable revision serves, the failed one is recorded.
+    assert em["status"]["stableRevision"] == broken_commit.good_revision != em["status"]["revision"]
+    assert [f["revision"] for f in em["status"]["failedRevisions"]] == [broken_commit.bad_revision]
+    image = cluster.apps.read_namespaced_deployment("digits-cpu", site.models)
+    assert image.spec.template.spec.containers[0].image == "edgemodel-server:1.0.0-cpu"
+
+    # Argo CD shows the application Degraded with the operator's own message ...
+    assert app["status"]["health"]["status"] == "Degraded", dump(app["status"]["health"])
+    degraded = condition(em, "Degraded")
+    assert degraded["reason"] == "RolledBack"
+    shown = resource(app, "EdgeModel", "digits")["health"]
+    assert shown == {"status": "Degraded", "message": f"RolledBack: {degraded['message']}"}
+    assert f"Revision {broken_commit.bad_revision} failed" in shown["message"]
+    assert resource(app, "EdgeModel", "detector")["health"]["status"] == "Healthy"
+
+    # ... and stays Synced: Git asks for 1.1.0 and the live spec is 1.1.0; the operator
+    # never writes spec, so there is nothing for self-heal to undo.
+    commits = [first_sync.commits[0], broken_commit.commit]
+    samples = broken_commit.recorder.samples
+    first = next(i for i, s in enumerate(samples) if s.revisions == commits)
+    assert all(s.sync == "Synced" and s.revisions == commits for s in samples[first:]), [
+        (round(s.at - samples[0].at, 1), s.sync, s.health, s.phase) for s in samples[first:]
+    ]
+    assert em["spec"]["targets"][0]["image"] == "edgemodel-server:1.1.0-never-ready"
+    assert resource(app, "EdgeModel", "digits")["status"] == "Synced"
+
+    # Count the syncs. With the EdgeModels in a later wave, Argo CD waits for their health:
+    # Degraded ends the operation as Failed, and its retry policy re-applies the same
+    # commit (a no-op: the spec is already what Git holds) at most RETRY["limit"] times.
+    # After that nothing: no further operation while the application stays Degraded.
+    op = operation(app)
+    synced = broken_commit.operations_after - broken_commit.operations_before
+    assert op["phase"] == "Failed", dump(op)
+    assert "RolledBack" in dump(op["syncResult"]["resources"])
+    assert synced == 1 + op.get("retryCount", 0) <= 1 + RETRY["limit"], dump(op)
+    assert sum(argocd.sync_operations(site.app).values()) == broken_commit.operations_after
+    TIMINGS.append((f"sync operations for the broken commit: {synced} (no more during "
+                    f"{samples[-1].at - samples[first].at:.0f}s of Synced/Degraded)", 0.0))  # fmt: skip
+
+
+def test_revert_commit_turns_healthy_and_the_failed_version_was_not_retried(
+    cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo, first_sync: FirstSync,
+    broken_commit: BrokenCommit,
+) -> None:  # fmt: skip
+    # Until the revert, the operator held the failed revision: no second attempt.
+    em = get_em(cluster, site.models, "digits")
+    assert len(em["status"]["failedRevisions"]) == 1
+    events = cluster.core.list_namespaced_event(
+        site.models, field_selector="involvedObject.name=digits,involvedObject.kind=EdgeModel"
+    ).items
+    assert [e.reason for e in events].count("RolledBack") == 1
+    replicasets = cluster.apps.list_namespaced_replica_set(site.models).items
+    bad = [rs for rs in replicasets if "never-ready" in rs.spec.template.spec.containers[0].image]
+    assert len(bad) == 1 and bad[0].spec.replicas == 0, [rs.spec.replicas for rs in bad]
+
+    before = sum(argocd.sync_operations(site.app).values())
+    commit = site_repo.revert(broken_commit.commit)
+    t0 = time.monotonic()
+    argocd.refresh(site.app)
+    recorder = Recorder(argocd, site.app)
+    commits = [first_sync.commits[0], commit]
+    app = recorder.until(
+        lambda a: synced_to(a, commits, "Succeeded") and a["status"]["health"]["status"]
+        == "Healthy",
+        timeout=90,
+        what="the revert to sync and turn Healthy",
+    )
+    TIMINGS.append(("revert pushed -> Synced and Healthy", time.monotonic() - t0))
+    assert resource(app, "EdgeModel", "digits")["health"]["status"] == "Healthy"
+    em = get_em(cluster, site.models, "digits")
+    # Back to the revision that was stable all along.
+    assert em["status"]["revision"] == broken_commit.good_revision == em["status"]["stableRevision"]
+    assert condition(em, "Ready")["status"] == "True"
+    assert condition(em, "Degraded")["status"] == "False"
+    image = cluster.apps.read_namespaced_deployment("digits-cpu", site.models)
+    assert image.spec.template.spec.containers[0].image == "edgemodel-server:1.0.0-cpu"
+    assert sum(argocd.sync_operations(site.app).values()) == before + 1
+    # History lists the successful syncs: the first commit and the revert.
+    history = [h["revisions"][1] for h in app["status"]["history"]]
+    assert history == [first_sync.commits[1], commit], dump(app["status"]["history"])
