@@ -13,12 +13,15 @@ ARGOCD_GOTOOLCHAIN=${ARGOCD_GOTOOLCHAIN:-go1.27.0}
 CACHE_ROOT=${EDGEMODEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgemodel-operator}
 OUT="$CACHE_ROOT/argocd-$ARGOCD_VERSION"
 REDIS_PACKAGES=(redis-server redis-tools libjemalloc2 liblzf1)
+# Names the one binary answers to (it picks the component from the name it was run as).
+COMPONENTS=(argocd-application-controller argocd-applicationset-controller argocd-repo-server
+  argocd-server)
 
 log() { echo "build-argocd: $*" >&2; }
 
 complete() {
-  [ -x "$OUT/bin/argocd" ] && [ -x "$OUT/bin/git-verify-wrapper.sh" ] \
-    && [ -d "$OUT/crds" ] && [ -x "$OUT/redis/usr/bin/redis-server" ]
+  for n in argocd git-verify-wrapper.sh "${COMPONENTS[@]}"; do [ -x "$OUT/bin/$n" ] || return 1; done
+  [ -d "$OUT/crds" ] && [ -x "$OUT/redis/usr/bin/redis-server" ]
 }
 complete && { echo "$OUT"; exit 0; }
 
@@ -61,9 +64,7 @@ if [ ! -x "$tmp/bin/argocd" ]; then
   mv "$tmp/bin/argocd.partial" "$tmp/bin/argocd"
   rm -rf "$src"
 fi
-for n in argocd-application-controller argocd-repo-server argocd-server; do
-  ln -sf argocd "$tmp/bin/$n"
-done
+for n in "${COMPONENTS[@]}"; do ln -sf argocd "$tmp/bin/$n"; done
 # The repo server runs this wrapper around every git verification (v3.6 always does).
 install -m 0755 "$moddir/hack/git-verify-wrapper.sh" "$tmp/bin/git-verify-wrapper.sh"
 rm -rf "$tmp/crds" && mkdir -p "$tmp/crds"
@@ -88,6 +89,7 @@ if [ ! -x "$tmp/redis/usr/bin/redis-server" ]; then
   [ -x "$tmp/redis/usr/bin/redis-server" ] || { log "no redis-server in the Debian packages"; exit 1; }
 fi
 
+chmod 0755 "$tmp"
 rm -rf "$OUT" && mv "$tmp" "$OUT"
 trap - EXIT
 echo "$OUT"

@@ -318,15 +318,18 @@ def argocd_objects(layout: Layout) -> list[dict[str, object]]:
         }
 
     return [
-        configmap("argocd-cm", {
-            # The project's health check, verbatim.
-            "resource.customizations.health.edgeai.dev_EdgeModel": HEALTH_LUA.read_text(),
-            # Processes outside the cluster have no in-cluster service account; the
-            # cluster is registered below by its loopback address instead.
-            "cluster.inClusterEnabled": "false",
-            "application.resourceTrackingMethod": "annotation",
-            "timeout.reconciliation": f"{APP_RESYNC}s",
-        }),  # fmt: skip
+        configmap(
+            "argocd-cm",
+            {
+                # The project's health check, verbatim.
+                "resource.customizations.health.edgeai.dev_EdgeModel": HEALTH_LUA.read_text(),
+                # Processes outside the cluster have no in-cluster service account; the
+                # cluster is registered below by its loopback address instead.
+                "cluster.inClusterEnabled": "false",
+                "application.resourceTrackingMethod": "annotation",
+                "timeout.reconciliation": f"{APP_RESYNC}s",
+            },
+        ),
         configmap("argocd-rbac-cm", {"policy.default": "role:readonly"}),
         configmap("argocd-cmd-params-cm", {}),
         {
@@ -361,9 +364,15 @@ def install_objects(layout: Layout, argocd_dir: Path) -> None:
     for crd in crds:
         kubectl(layout, "apply", "--server-side", "--force-conflicts",
                 f"--field-manager={FIELD_MANAGER}", "-f", str(crd))  # fmt: skip
-    kubectl(layout, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/applications.argoproj.io", "crd/applicationsets.argoproj.io",
-            "crd/appprojects.argoproj.io")  # fmt: skip
+    names = ["applications.argoproj.io", "applicationsets.argoproj.io", "appprojects.argoproj.io"]
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 60
+    # Not `kubectl wait`: it fails outright on a CRD that has no conditions yet.
+    while any(kubectl(layout, "get", "crd", n, "-o", f"jsonpath={jsonpath}") != "True"
+              for n in names):  # fmt: skip
+        if time.monotonic() > deadline:
+            raise GitOpsError(f"the Argo CD CRDs were not established within 60s: {names}")
+        time.sleep(0.25)
     apply(layout, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply(layout, argocd_objects(layout))
     # The server key signs sessions; made once, never rotated by a later `up`.
@@ -505,7 +514,10 @@ def start_processes(layout: Layout, argocd_dir: Path, helm: Path) -> None:
         "--revision-cache-expiration", "10s", "--parallelismlimit", "2",
         "--logformat", "text",
     ], env)  # fmt: skip
-    wait_healthy(layout, "argocd-repo-server", lambda: tcp_answers(p.repo_server), 60)
+    wait_healthy(
+        layout, "argocd-repo-server",
+        lambda: http_ok(f"http://127.0.0.1:{p.repo_server_metrics}/healthz"), 60,
+    )  # fmt: skip
 
     kubeconfig = str(layout.kubeconfig)
     start(layout, "argocd-application-controller", bin_dir / "argocd-application-controller", [
@@ -533,10 +545,13 @@ def start_processes(layout: Layout, argocd_dir: Path, helm: Path) -> None:
         "--webhook-addr", f"127.0.0.1:{p.appset_webhook}",
         # RollingSync: an ApplicationSet rolls a change out group by group (site by site).
         "--enable-progressive-syncs", "--logformat", "text",
-    ], env)  # fmt: skip
+        # Wait this long for Applications to notice a new commit before refreshing them.
+        "--refresh-grace-period-seconds", "2",
+    ], {**env, "KUBECONFIG": kubeconfig})  # controller-runtime reads only the variable  # fmt: skip
     wait_healthy(
         layout, "argocd-applicationset-controller",
-        lambda: http_ok(f"http://127.0.0.1:{p.appset_probe}/healthz"), 60,
+        # It registers no health checks on its probe address; metrics come up with it.
+        lambda: http_ok(f"http://127.0.0.1:{p.appset_metrics}/metrics"), 60,
     )  # fmt: skip
 
 
@@ -627,9 +642,10 @@ def status(layout: Layout) -> int:
     print(f"chart repository  {layout.repo_url('edgemodel-operator')}")
     print(f"cluster           {layout.cluster_server}\n")
     with contextlib.suppress(GitOpsError):
-        print(kubectl(layout, "get", "applications.argoproj.io", "-n", NAMESPACE, "-o",
-                      "custom-columns=APPLICATION:.metadata.name,SYNC:.status.sync.status,"
-                      "HEALTH:.status.health.status,REVISION:.status.sync.revision"), end="")  # fmt: skip
+        columns = ("custom-columns=APPLICATION:.metadata.name,SYNC:.status.sync.status,"
+                   "HEALTH:.status.health.status,REVISIONS:.status.sync.revisions")  # fmt: skip
+        print(kubectl(layout, "get", "applications.argoproj.io", "-n", NAMESPACE, "-o", columns),
+              end="")  # fmt: skip
     return 0
 
 

@@ -141,9 +141,7 @@ class FirstSync:
 
 
 @pytest.fixture(scope="module")
-def first_sync(
-    cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo
-) -> FirstSync:
+def first_sync(cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo) -> FirstSync:
     for name in ("digits", "detector"):
         site_repo.write(f"{site.path}/{name}.yaml", edgemodel(name, site.models, "1.0.0"))
     commit = site_repo.commit(f"{site.app}: digits and detector 1.0.0")
@@ -247,9 +245,11 @@ def broken_commit(
     rolled_back_at = time.monotonic() - t0
     commits = [first_sync.commits[0], commit]
     live = recorder.until(
-        lambda app: operation_revisions(app) == commits
-        and operation(app).get("phase") in ("Succeeded", "Failed", "Error")
-        and app["status"]["health"]["status"] == "Degraded",
+        lambda app: (
+            operation_revisions(app) == commits
+            and operation(app).get("phase") in ("Succeeded", "Failed", "Error")
+            and app["status"]["health"]["status"] == "Degraded"
+        ),
         timeout=60,
         what="the sync of the broken commit to end, Degraded",
     )
@@ -308,8 +308,9 @@ def test_broken_version_is_rolled_back_and_argocd_shows_degraded_and_stays_synce
     assert "RolledBack" in dump(op["syncResult"]["resources"])
     assert synced == 1 + op.get("retryCount", 0) <= 1 + RETRY["limit"], dump(op)
     assert sum(argocd.sync_operations(site.app).values()) == broken_commit.operations_after
-    TIMINGS.append((f"sync operations for the broken commit: {synced} (no more during "
-                    f"{samples[-1].at - samples[first].at:.0f}s of Synced/Degraded)", 0.0))  # fmt: skip
+    quiet = samples[-1].at - samples[first].at
+    TIMINGS.append((f"sync operations for the broken commit: {synced}, none more in "
+                    f"{quiet:.0f}s Synced/Degraded", 0.0))  # fmt: skip
 
 
 def test_revert_commit_turns_healthy_and_the_failed_version_was_not_retried(
@@ -334,8 +335,9 @@ def test_revert_commit_turns_healthy_and_the_failed_version_was_not_retried(
     recorder = Recorder(argocd, site.app)
     commits = [first_sync.commits[0], commit]
     app = recorder.until(
-        lambda a: synced_to(a, commits, "Succeeded") and a["status"]["health"]["status"]
-        == "Healthy",
+        lambda a: (
+            synced_to(a, commits, "Succeeded") and a["status"]["health"]["status"] == "Healthy"
+        ),
         timeout=90,
         what="the revert to sync and turn Healthy",
     )

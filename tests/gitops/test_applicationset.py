@@ -57,22 +57,28 @@ def applicationset(argocd: ArgoCD, fleet: Fleet) -> dict[str, Any]:
             "goTemplate": True,
             "goTemplateOptions": ["missingkey=error"],
             "generators": [
-                {"list": {"elements": [
-                    {"namespace": fleet.namespaces[site], "step": step}
-                    for site, step in STEPS.items()
-                ]}}
-            ],  # fmt: skip
+                {
+                    "list": {
+                        "elements": [
+                            {"namespace": fleet.namespaces[site], "step": step}
+                            for site, step in STEPS.items()
+                        ]
+                    }
+                }
+            ],
             "strategy": {
                 "type": "RollingSync",
                 "rollingSync": {
                     "steps": [
-                        {"matchExpressions": [
-                            {"key": STEP_LABEL, "operator": "In", "values": [step]}
-                        ]}
+                        {
+                            "matchExpressions": [
+                                {"key": STEP_LABEL, "operator": "In", "values": [step]}
+                            ]
+                        }
                         for step in sorted(set(STEPS.values()))
                     ]
                 },
-            },  # fmt: skip
+            },
             "template": {
                 "metadata": {"name": "{{ .namespace }}", "labels": {STEP_LABEL: "{{ .step }}"}},
                 "spec": {
@@ -182,13 +188,14 @@ def roll(
 
 
 @pytest.fixture(scope="module")
-def first_rollout(
-    cluster: Cluster, argocd: ArgoCD, fleet: Fleet, site_repo: SiteRepo
-) -> str:
+def first_rollout(cluster: Cluster, argocd: ArgoCD, fleet: Fleet, site_repo: SiteRepo) -> str:
     commit = commit_all(site_repo, fleet, "1.0.0")
     argocd.create("applicationsets", applicationset(argocd, fleet))
-    wait_until(lambda: all(argocd.exists("applications", fleet.app(s)) for s in STEPS),
-               timeout=60, what="the ApplicationSet to generate one Application per site")  # fmt: skip
+    wait_until(
+        lambda: all(argocd.exists("applications", fleet.app(s)) for s in STEPS),
+        timeout=60,
+        what="the ApplicationSet to generate one Application per site",
+    )
     t0 = time.monotonic()
     roll(cluster, argocd, fleet, commit, timeout=180)
     TIMINGS.append(("ApplicationSet: 3 sites Healthy at the first commit", time.monotonic() - t0))
@@ -251,15 +258,18 @@ def test_applicationset_stops_at_the_canary_when_the_new_version_fails(
         argocd.refresh(fleet.app(site))
     canary_ns = fleet.namespaces["canary"]
     wait_until(
-        lambda: condition(get_em(cluster, canary_ns, "digits"), "RolledBack").get("status")
-        == "True",
+        lambda: (
+            condition(get_em(cluster, canary_ns, "digits"), "RolledBack").get("status") == "True"
+        ),
         timeout=90,
         what="the operator to roll the canary back",
     )
     canary = wait_until(
-        lambda: (a := argocd.app(fleet.app("canary")))["status"]["health"]["status"] == "Degraded"
-        and operation(a).get("phase") in ("Failed", "Error")
-        and a,
+        lambda: (
+            (a := argocd.app(fleet.app("canary")))["status"]["health"]["status"] == "Degraded"
+            and operation(a).get("phase") in ("Failed", "Error")
+            and a
+        ),
         timeout=60,
         what="the canary's Application to be Degraded and its sync to end",
     )
