@@ -10,16 +10,18 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import urllib3
 import yaml
 from clusterkit import Cluster, OperatorProcess, wait_until
-from kubernetes import client
+from kubernetes import client, watch
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "argoproj.io", "v1alpha1"
@@ -224,51 +226,99 @@ def operation(app: dict[str, Any]) -> dict[str, Any]:
     return dict(app.get("status", {}).get("operationState") or {})
 
 
+def self_heals(app: dict[str, Any]) -> int:
+    """How many of the syncs to the current commits were self-heals: Argo CD counts them on
+    the operation (each one carries the count of the one before, plus one)."""
+    sync = operation(app).get("operation", {}).get("sync", {})
+    return int(sync.get("autoHealAttemptsCount", 0))
+
+
 def operation_revisions(app: dict[str, Any]) -> list[str]:
     result = operation(app).get("syncResult") or {}
     return list(result.get("revisions") or [result.get("revision", "")])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
-    at: float
-    sync: str
-    revisions: list[str]
-    health: str
-    phase: str
+    """One version of an Application, as the API server stored it."""
+
+    at: float  # time.monotonic() when the watch delivered it
+    app: dict[str, Any]
+
+    @property
+    def sync(self) -> str:
+        return str(self.app.get("status", {}).get("sync", {}).get("status", ""))
+
+    @property
+    def revisions(self) -> list[str]:
+        return revisions(self.app)
+
+    @property
+    def health(self) -> str:
+        return str(self.app.get("status", {}).get("health", {}).get("status", ""))
+
+    @property
+    def phase(self) -> str:
+        return str(operation(self.app).get("phase", ""))
 
 
-@dataclass
 class Recorder:
-    """Samples an Application's sync and health status, to check what it was at every
-    moment (not only at the end)."""
+    """Every version of one Application from the moment it is made, through a watch: what
+    the Application was at each moment, not only at the end, and not only when polled."""
 
-    argocd: ArgoCD
-    name: str
-    samples: list[Sample] = field(default_factory=list)
+    def __init__(self, argocd: ArgoCD, name: str) -> None:
+        self.argocd, self.name = argocd, name
+        self.samples: list[Sample] = []
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-    def sample(self) -> dict[str, Any]:
-        app = self.argocd.app(self.name)
-        status = app.get("status", {})
-        self.samples.append(
-            Sample(
-                at=time.monotonic(),
-                sync=status.get("sync", {}).get("status", ""),
-                revisions=revisions(app),
-                health=status.get("health", {}).get("status", ""),
-                phase=operation(app).get("phase", ""),
-            )
-        )
-        return app
+    def _run(self) -> None:
+        version = None
+        while not self._stopped:
+            try:
+                for event in self._watch.stream(
+                    self.argocd.custom.list_namespaced_custom_object, GROUP, VERSION,
+                    NAMESPACE, "applications", field_selector=f"metadata.name={self.name}",
+                    resource_version=version, timeout_seconds=30,
+                ):  # fmt: skip
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    with self._changed:
+                        self.samples.append(Sample(time.monotonic(), obj))
+                        self._changed.notify_all()
+            except client.ApiException as err:
+                if err.status != 410:  # a stale resourceVersion: list again
+                    raise
+                version = None
+            except urllib3.exceptions.HTTPError:
+                if self._stopped:  # stop() closed the connection
+                    return
 
-    def until(self, check: Any, timeout: float, what: str, every: float = 0.5) -> dict[str, Any]:
-        return wait_until(lambda: check(self.sample()), timeout=timeout, what=what, every=every)
+    def stop(self) -> None:
+        self._stopped = True
+        self._watch.stop()
 
-    def hold(self, seconds: float, every: float = 0.5) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.sample()
-            time.sleep(every)
+    def until(self, check: Any, timeout: float, what: str) -> dict[str, Any]:
+        """The first recorded version for which check(application) holds."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for sample in self.samples[seen:]:
+                    if check(sample.app):
+                        return sample.app
+                seen = len(self.samples)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last = self.samples[-1].app.get("status") if self.samples else None
+                    raise AssertionError(
+                        f"timed out after {timeout:.0f}s waiting for {what}; last status:\n"
+                        f"{dump(last)}"
+                    )
+                self._changed.wait(min(left, 1.0))
 
 
 def start_operator(

@@ -70,7 +70,9 @@ if ready == nil then
 end
 
 -- A rollout that failed and was undone: the old version serves, the spec's does not.
-for _, condition in ipairs({ready, progressing, degraded}) do
+-- Degraded first: the operator puts the whole story there (the failed revision, the gate,
+-- the revision that serves); Progressing only says the revision will not be retried.
+for _, condition in ipairs({degraded, progressing, ready}) do
   if condition ~= nil and condition.reason == "RolledBack" then
     hs.status = "Degraded"
     hs.message = describe(condition, "The rollout failed and was rolled back")
