@@ -163,11 +163,13 @@ def first_sync(cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo
         status = live.get("status", {})
         healthy = status.get("health", {}).get("status") == "Healthy"
         # Argo CD leaves resources not created yet out of the health (OutOfSync says they
-        # are missing); once everything is synced, Healthy must mean every EdgeModel Ready.
+        # are missing); once everything is synced, Healthy must mean every EdgeModel Ready
+        # and promoted (its stabilization window passed).
         if healthy and status.get("sync", {}).get("status") == "Synced":
             for name in ("digits", "detector"):
                 em = get_em(cluster, site.models, name)
                 assert condition(em, "Ready").get("status") == "True", dump(em)
+                assert em["status"].get("stableRevision") == em["status"]["revision"], dump(em)
         return healthy and synced_to(live, commits, "Succeeded")
 
     try:
@@ -205,8 +207,8 @@ def test_application_installs_the_chart_then_the_edgemodels_and_turns_healthy(
     first = min(filter(None, (operation(s.app).get("startedAt") for s in first_sync.samples)))
     first_op = [s.app for s in first_sync.samples if operation(s.app).get("startedAt") == first]
     ems = {("EdgeModel", "digits"), ("EdgeModel", "detector")}
-    between = [a for a in first_op
-               if ("CustomResourceDefinition", CRD_NAME) in applied(a) and not ems & set(applied(a))]  # fmt: skip
+    crd_key = ("CustomResourceDefinition", CRD_NAME)
+    between = [a for a in first_op if crd_key in applied(a) and not ems & set(applied(a))]
     assert between, [(operation(a).get("message"), applied(a)) for a in first_op]
     assert "waiting for healthy state" in operation(between[-1])["message"], dump(between[-1])
     done = applied(first_op[-1])
@@ -349,7 +351,8 @@ def test_broken_version_is_rolled_back_and_argocd_shows_degraded_and_stays_synce
     assert len(seen) == synced, seen  # every operation, as the watch saw them
     assert app["status"]["reconciledAt"] > op["finishedAt"], dump(app["status"])
     quiet = samples[-1].at - samples[first].at
-    TIMINGS.append((f"broken commit: {synced} sync(s), {self_heals(app)} of them self-heal; none in "
+    heals = self_heals(app)
+    TIMINGS.append((f"broken commit: {synced} sync(s), {heals} of them self-heal; none in "
                     f"{quiet:.0f}s Synced/Degraded", 0.0))  # fmt: skip
 
 

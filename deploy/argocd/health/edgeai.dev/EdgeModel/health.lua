@@ -89,6 +89,18 @@ end
 
 local fellBack = isTrue(degraded) and degraded.reason == "FellBack"
 
+-- Ready, yet the operator still watches the new revision for its stabilization window
+-- before promoting it to stable: not proven yet, so not Healthy yet. Sync waves and
+-- ApplicationSet rollouts wait for Healthy; they must not move on before that window ends.
+if isTrue(ready) and isTrue(progressing) then
+  hs.status = "Progressing"
+  hs.message = progressing.message or "Ready; waiting for the stabilization window"
+  if fellBack then
+    hs.message = hs.message .. " (on the fallback accelerator)"
+  end
+  return hs
+end
+
 if isTrue(ready) then
   hs.status = "Healthy"
   if fellBack then
