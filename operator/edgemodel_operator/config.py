@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgemodel_operator.api.accelerators import AcceleratorProfile, parse_profiles
 
@@ -26,6 +26,11 @@ class Config:
     metrics_address: str = ""  # host:port of /metrics; empty: no metrics endpoint
     builds: BuildConfig | None = None  # None: no image builds, targets run server_image
     active_probe: bool = False  # probe new pods over HTTP (needs a route to pod IPs)
+    # Only EdgeModels with these labels (empty: all): shards one cluster between operators.
+    selector: Mapping[str, str] = field(default_factory=dict)
+    network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
+    operator_namespace: str = ""  # where the operator's pod runs (for the NetworkPolicy)
+    operator_pod_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,22 @@ def load_config(env: Mapping[str, str]) -> Config:
         metrics_address=metrics,
         builds=_builds(env),
         active_probe=_flag(env, "EDGEMODEL_ACTIVE_PROBE"),
+        selector=_labels(env, "EDGEMODEL_SELECTOR"),
+        network_policy=_flag(env, "EDGEMODEL_NETWORK_POLICY"),
+        operator_namespace=env.get("EDGEMODEL_OPERATOR_NAMESPACE", "").strip(),
+        operator_pod_labels=_labels(env, "EDGEMODEL_OPERATOR_POD_LABELS"),
     )
+
+
+def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """ "key=value,key=value" as a map; a clear error on anything else."""
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in env.get(name, "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{name} must be key=value pairs separated by commas, got {part!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _address(env: Mapping[str, str], name: str, default: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import tempfile
 import time
@@ -18,6 +19,22 @@ import yaml
 from kubernetes import client, config
 
 T = TypeVar("T")
+
+# EdgeModels of the e2e tests carry this label, and the tests' operators handle only those
+# (EDGEMODEL_SELECTOR): a demo running in the same cluster keeps its own operator.
+E2E_LABEL = ("edgeai.dev/e2e", "true")
+# Tests of the simulated fleet place their targets on KWOK nodes only: the real nodes pull
+# and run images for real, which fake images and file:// models cannot give them.
+SIMULATED_ONLY = json.dumps({
+    acc: {"nodeSelector": {"edgeai.dev/accelerator": acc, "type": "kwok"}}
+    for acc in ("gpu", "npu", "cpu")
+})  # fmt: skip
+
+
+def e2e_labeled(manifest: dict[str, Any]) -> dict[str, Any]:
+    labels = manifest.setdefault("metadata", {}).setdefault("labels", {})
+    labels[E2E_LABEL[0]] = E2E_LABEL[1]
+    return manifest
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str, every: float = 0.25) -> T:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from clusterkit import Cluster, OperatorProcess, wait_until
+from clusterkit import Cluster, OperatorProcess, e2e_labeled, wait_until
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,9 +61,11 @@ def minimal(name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any] | Path) -> str:
+    """kubectl apply, labeled for the tests' operator (clusterkit.E2E_LABEL)."""
     if isinstance(manifest, Path):
-        return cluster.kubectl("apply", "-n", namespace, "-f", str(manifest))
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+        manifest = yaml.safe_load(manifest.read_text())
+    labeled = e2e_labeled(dict(manifest))
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(labeled))
 
 
 def node_accelerators(cluster: Cluster) -> dict[str, str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
+PRECISIONS = ("fp32", "fp16", "int8")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -25,6 +26,7 @@ class ServerConfig:
     host: str
     port: int  # 0 picks a free port
     shutdown_grace_seconds: float = 10.0
+    precision: str = "fp32"  # what the operator made of the model (reported, not applied)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -69,7 +71,11 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         raise ConfigError(
             f"EDGEMODEL_SHUTDOWN_GRACE_SECONDS must be 0..3600 seconds, got {raw_grace!r}"
         )
+    precision = env.get("EDGEMODEL_PRECISION", "fp32").strip().lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"EDGEMODEL_PRECISION must be fp32, fp16 or int8, got {precision!r}")
     return ServerConfig(
+        precision=precision,
         model_name=name,
         model_path=path,
         model_version=version,

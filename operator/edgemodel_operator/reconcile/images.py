@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
@@ -30,3 +31,27 @@ def image_tag(sha256: str, variant: Variant, server_version: str, base_image: st
 
 def repository(registry: str, namespace: str, model: str) -> str:
     return f"{registry}/{namespace}/{model}"
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to have: this model made into this variant, for this EdgeModel."""
+
+    namespace: str
+    model: str
+    uri: str
+    sha256: str
+    version: str
+    variant: Variant
+    samples_uri: str | None = None
+    max_accuracy_drop: float = 0.01
+
+
+@dataclass(frozen=True)
+class ImageState:
+    state: Literal["Ready", "Building", "Failed"]
+    reference: str = ""  # repository@sha256:..., when Ready
+    size_bytes: int = 0
+    reason: str = ""  # when Failed: ModelDigestMismatch, AccuracyGateFailed, ...
+    message: str = ""  # progress while Building, the cause when Failed
+    terminal: bool = False  # Failed for good: the same inputs fail the same way

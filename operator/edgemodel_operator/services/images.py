@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -29,7 +29,7 @@ from edgemodel_operator.config import BuildConfig
 from edgemodel_operator.optimize import OptimizeError, load_samples, optimize
 from edgemodel_operator.optimize import gate as accuracy
 from edgemodel_operator.optimize.digest import sha256_file
-from edgemodel_operator.reconcile.images import Variant, image_tag, repository
+from edgemodel_operator.reconcile.images import ImageJob, ImageState, image_tag, repository
 
 LOG = structlog.get_logger("edgemodel_operator.images")
 RETRY_SECONDS = (15, 30, 60, 120, 300, 600)
@@ -39,28 +39,6 @@ class Builder(Protocol):
     def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage: ...
 
     def manifest(self, repository: str, tag: str) -> Manifest | None: ...
-
-
-@dataclass(frozen=True)
-class ImageJob:
-    namespace: str
-    model: str
-    uri: str
-    sha256: str
-    version: str
-    variant: Variant
-    samples_uri: str | None = None
-    max_accuracy_drop: float = 0.01
-
-
-@dataclass(frozen=True)
-class ImageState:
-    state: Literal["Ready", "Building", "Failed"]
-    reference: str = ""  # repository@sha256:..., when Ready
-    size_bytes: int = 0
-    reason: str = ""  # when Failed: ModelDigestMismatch, AccuracyGateFailed, ...
-    message: str = ""  # progress while Building, the cause when Failed
-    terminal: bool = False  # Failed for good: the same inputs fail the same way
 
 
 class TerminalFailure(Exception):
