@@ -77,6 +77,8 @@ def application(argocd: ArgoCD, site: Site) -> dict[str, Any]:
                         "valuesObject": {
                             "watchNamespaces": [site.models],
                             "nodeSelector": {"type": "kwok"},
+                            # Every target here names its own image; the chart needs a default.
+                            "serverImage": "edgemodel-server:1.0.0-{accelerator}",
                         },
                     },
                 },
