@@ -383,7 +383,9 @@ def install_objects(layout: Layout, argocd_dir: Path) -> None:
                      "labels": {"app.kubernetes.io/part-of": "argocd"}},
         "stringData": {"server.secretkey": secrets.token_urlsafe(32)},
     }  # fmt: skip
-    with contextlib.suppress(GitOpsError):  # AlreadyExists
+    try:
+        kubectl(layout, "get", "secret", "argocd-secret", "-n", NAMESPACE, "-o", "name")
+    except GitOpsError:
         kubectl(layout, "create", "-f", "-", stdin=json.dumps(secret))
 
 

@@ -1,7 +1,8 @@
 """One site driven from Git by a live Argo CD: an Application with the operator's chart and the
 site's EdgeModels (sync waves put the CRD first), a commit with a broken version that the
-operator rolls back, and the revert that brings the site back. Every assertion reads what
-Argo CD itself recorded in the Application's status, or its controller's metrics."""
+operator rolls back, and the revert that brings the site back. The assertions read what
+Argo CD itself recorded (every stored version of the Application, the sync operations its
+controller counted) next to what the operator did in the cluster."""
 
 from __future__ import annotations
 
@@ -112,15 +113,22 @@ def site(
     operator = start_operator(
         cluster, [models], tmp_path_factory.mktemp("operator") / "operator.log", free_port()
     )
-    yield Site(app, models, system, f"sites/{app}/models", operator)
-    argocd.delete("applications", app)
-    wait_until(lambda: not argocd.exists("applications", app), timeout=30,
-               what=f"Application {app} to be deleted")  # fmt: skip
-    cluster.delete_namespace(models)  # EdgeModels first, while their operator runs
-    operator.stop()
-    cluster.core.delete_namespace(system)
-    for kind in ("clusterrolebinding", "clusterrole"):
-        cluster.kubectl("delete", kind, "-l", f"app.kubernetes.io/instance={app}", check=False)
+    try:
+        yield Site(app, models, system, f"sites/{app}/models", operator)
+    finally:
+        # No resources finalizer on the Application: deleting it leaves the chart's CRD,
+        # which every other EdgeModel in the cluster needs. The rest is removed by hand.
+        argocd.delete("applications", app)
+        try:
+            wait_until(lambda: not argocd.exists("applications", app), timeout=30,
+                       what=f"Application {app} to be deleted")  # fmt: skip
+        finally:
+            cluster.delete_namespace(models)  # EdgeModels first, while their operator runs
+            operator.stop()
+            cluster.core.delete_namespace(system)
+            for kind in ("clusterrolebinding", "clusterrole"):
+                cluster.kubectl("delete", kind, "-l", f"app.kubernetes.io/instance={app}",
+                                check=False)  # fmt: skip
 
 
 def chart_commit(argocd: ArgoCD) -> str:
