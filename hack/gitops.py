@@ -175,7 +175,10 @@ def run(*args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
         env={**os.environ, **GIT_IDENTITY},
     )
     if proc.returncode != 0:
-        raise GitOpsError(f"{' '.join(args[:3])} ... failed: {proc.stderr.strip()}")
+        stderr = proc.stderr.strip()
+        if len(stderr) > 1500:
+            stderr = stderr[:700] + " [...] " + stderr[-700:]
+        raise GitOpsError(f"{' '.join(args[:3])} ... failed: {stderr}")
     return proc.stdout
 
 
@@ -367,9 +370,16 @@ def install_objects(layout: Layout, argocd_dir: Path) -> None:
     names = ["applications.argoproj.io", "applicationsets.argoproj.io", "appprojects.argoproj.io"]
     jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
     deadline = time.monotonic() + 60
-    # Not `kubectl wait`: it fails outright on a CRD that has no conditions yet.
-    while any(kubectl(layout, "get", "crd", n, "-o", f"jsonpath={jsonpath}") != "True"
-              for n in names):  # fmt: skip
+
+    def established(name: str) -> bool:
+        # Neither `kubectl wait` nor a jsonpath filter copes with a CRD that has no
+        # conditions yet: both fail, so a failure here means "not yet".
+        try:
+            return kubectl(layout, "get", "crd", name, "-o", f"jsonpath={jsonpath}") == "True"
+        except GitOpsError:
+            return False
+
+    while not all(established(n) for n in names):
         if time.monotonic() > deadline:
             raise GitOpsError(f"the Argo CD CRDs were not established within 60s: {names}")
         time.sleep(0.25)
