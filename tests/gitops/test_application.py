@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,7 +55,11 @@ class Site:
     models: str  # namespace of the site's EdgeModels
     system: str  # namespace the chart installs the operator into
     path: str  # folder of the site's EdgeModels in the site repository
-    operator: OperatorProcess
+    log: Path  # the operator's log
+    operator: OperatorProcess | None = None  # started when the chart's pod would start
+
+    def start_operator(self, cluster: Cluster) -> None:
+        self.operator = start_operator(cluster, [self.models], self.log, free_port())
 
 
 def application(argocd: ArgoCD, site: Site) -> dict[str, Any]:
@@ -110,11 +115,10 @@ def site(
     models, system = app, f"{app}-system"
     for ns in (models, system):
         create_namespace(cluster, ns)
-    operator = start_operator(
-        cluster, [models], tmp_path_factory.mktemp("operator") / "operator.log", free_port()
-    )
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    site = Site(app, models, system, f"sites/{app}/models", log)
     try:
-        yield Site(app, models, system, f"sites/{app}/models", operator)
+        yield site
     finally:
         # No resources finalizer on the Application: deleting it leaves the chart's CRD,
         # which every other EdgeModel in the cluster needs. The rest is removed by hand.
@@ -124,11 +128,20 @@ def site(
                        what=f"Application {app} to be deleted")  # fmt: skip
         finally:
             cluster.delete_namespace(models)  # EdgeModels first, while their operator runs
-            operator.stop()
+            if site.operator:
+                site.operator.stop()
             cluster.core.delete_namespace(system)
             for kind in ("clusterrolebinding", "clusterrole"):
                 cluster.kubectl("delete", kind, "-l", f"app.kubernetes.io/instance={app}",
                                 check=False)  # fmt: skip
+
+
+def served(cluster: Cluster, namespace: str) -> bool:
+    try:
+        cluster.kubectl("get", "edgemodels.edgeai.dev", "-n", namespace)
+    except AssertionError:
+        return False
+    return True
 
 
 def chart_commit(argocd: ArgoCD) -> str:
@@ -168,6 +181,18 @@ def first_sync(cluster: Cluster, argocd: ArgoCD, site: Site, site_repo: SiteRepo
     recorder = Recorder(argocd, site.app)
     t0 = time.monotonic()
     argocd.create("applications", application(argocd, site))
+    # The host-process operator stands in for the chart's pod, so it starts when that pod
+    # would: once Argo CD has created the chart's Deployment (in wave 0, after the CRD) and
+    # the EdgeModel API is served. (Started before its CRD is served, the operator would
+    # not notice the CRD later: kopf gives up on it once the CRD's events are over.)
+    wait_until(
+        lambda: cluster.apps.list_namespaced_deployment(site.system).items,
+        timeout=60,
+        what="Argo CD to create the chart's Deployment",
+    )
+    wait_until(lambda: served(cluster, site.models), timeout=60,
+               what="the EdgeModel API to be served")  # fmt: skip
+    site.start_operator(cluster)
 
     def healthy_only_when_ready(live: dict[str, Any]) -> bool:
         status = live.get("status", {})
