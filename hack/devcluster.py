@@ -437,6 +437,14 @@ def ensure_fleet(layout: Layout, fleet: dict[str, int]) -> int:
     return len(nodes)
 
 
+def ensure_runtime_classes(layout: Layout) -> None:
+    """RuntimeClass nvidia, as the GPU Operator or K3s create it on a site with NVIDIA GPUs:
+    GPU pods name it, and would be refused without it (the simulated Jetsons run nothing)."""
+    runtime_class = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                     "metadata": {"name": "nvidia"}, "handler": "nvidia"}  # fmt: skip
+    kubectl(layout, "apply", "-f", "-", stdin=json.dumps(runtime_class))
+
+
 def wait_fleet_ready(layout: Layout, expected: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     ready = 0
@@ -511,6 +519,7 @@ def up(layout: Layout, fleet: dict[str, int], real_nodes: int = 0) -> None:
         check_ports_free(layout.ports)
         start_control_plane(layout)
     write_env(layout)
+    ensure_runtime_classes(layout)
     total = ensure_fleet(layout, fleet)
     wait_fleet_ready(layout, total, timeout=120 + total / 10)
     wait_default_serviceaccount(layout, timeout=60)

@@ -30,6 +30,7 @@ from edgemodel_operator import __version__
 from edgemodel_operator.adapters import wheels
 from edgemodel_operator.adapters.docker_engine import DockerEngine
 from edgemodel_operator.adapters.image_errors import ImageError
+from edgemodel_operator.adapters.model_images import smoke_result
 from edgemodel_operator.adapters.registry import Registry
 from edgemodel_operator.api.profiles import PLATFORMS, Profile, ProfileError, load_profiles
 
@@ -158,13 +159,7 @@ class Publisher:
             environment={"EDGEMODEL_MODEL_NAME": SMOKE_MODEL, "EDGEMODEL_CPU_FALLBACK": "true"},
             models_dir=self.models,
         )  # fmt: skip
-        if served.fell_back:
-            result.smoke_test = (
-                f"cpu-fallback: no {profile.execution_provider} on the build host; "
-                f"answered on {served.execution_provider}"
-            )
-        else:
-            result.smoke_test = f"passed on {served.execution_provider}"
+        result.smoke_test = smoke_result(profile.accelerator, served)
         self.engine.push(self.repository, tag, self.log)
         pushed = self.registry.manifest(self.repository, tag)
         if pushed is None:

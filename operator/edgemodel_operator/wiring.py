@@ -48,9 +48,9 @@ def build(config: Config) -> Components:
     closers: list[Any] = []
     images: Images | None = None
     if config.builds is not None:
-        from edgemodel_operator.services.images import DockerBuilder, ImagePipeline
+        from edgemodel_operator.services.images import ImagePipeline, builder_for
 
-        pipeline = ImagePipeline(config.builds, DockerBuilder(config.builds))
+        pipeline = ImagePipeline(config.builds, builder_for(config.builds), config.server_image)
         images = pipeline
         closers.append(pipeline.close)
     if config.metrics_address:

@@ -8,7 +8,6 @@ import functools
 import http.server
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -65,9 +64,9 @@ def start_operator(cluster: Cluster, log: Path, **env: str) -> OperatorProcess:
 # watching "e2e-*" hung at start-up when a matching namespace vanished during its listing.
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Cluster, crd: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, crd: Path, pool: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """For the simulated fleet: targets placed on KWOK nodes only."""
+    """For the simulated fleet: targets placed on the tests' pool of KWOK nodes."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     proc = start_operator(cluster, log, EDGEMODEL_ACCELERATORS=SIMULATED_ONLY)
     yield proc
@@ -92,23 +91,6 @@ def real_node(cluster: Cluster) -> RealNode:
             address = next(a.address for a in node.status.addresses if a.type == "InternalIP")
             return RealNode(node.metadata.name, address)
     pytest.fail("the cluster has no Ready real node: start it with REAL_NODES=1 (the default)")
-
-
-@pytest.fixture(scope="session")
-def server_images(cluster: Cluster) -> str:
-    """The model-server images, published by `make images` for the CPU (amd64 and arm64);
-    EDGEMODEL_SERVER_IMAGE for them."""
-    env = {**os.environ, "PY": sys.executable, "ACCELERATORS": "cpu",
-           "PLATFORMS": os.environ.get("E2E_PLATFORMS", "amd64,arm64")}  # fmt: skip
-    subprocess.run([str(ROOT / "hack" / "images.sh")], env=env, check=True,
-                   stdout=sys.stderr)  # fmt: skip
-    registry = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "imagekit.py"), "env"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split("EDGEMODEL_REGISTRY=")[1].strip()  # fmt: skip
-    from edgemodel_operator import __version__
-
-    return f"{registry}/edgemodel-server:{__version__}-{{accelerator}}"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from clusterkit import Cluster, OperatorProcess, e2e_labeled, wait_until
+from clusterkit import POOL_LABEL, Cluster, OperatorProcess, e2e_labeled, wait_until
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,9 +69,10 @@ def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any] | Path) -> 
 
 
 def node_accelerators(cluster: Cluster) -> dict[str, str]:
+    """The accelerator of each node of the tests' pool (where their targets run)."""
     return {
         n.metadata.name: n.metadata.labels.get("edgeai.dev/accelerator", "")
-        for n in cluster.core.list_node().items
+        for n in cluster.core.list_node(label_selector="=".join(POOL_LABEL)).items
     }
 
 

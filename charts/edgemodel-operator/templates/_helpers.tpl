@@ -134,3 +134,11 @@ The operator pod's selector labels as key=value,key=value (EDGEMODEL_OPERATOR_PO
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end }}
+
+{{/*
+Which builder makes per-model images (EDGEMODEL_BUILDER): builder.mode, but "off" without
+registry.url, where nothing could be pushed.
+*/}}
+{{- define "edgemodel-operator.builder" -}}
+{{- if .Values.registry.url -}}{{ .Values.builder.mode }}{{- else -}}off{{- end -}}
+{{- end }}

@@ -13,7 +13,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ from edgemodel_operator.adapters.image_errors import (
 
 Progress = Callable[[str], None]
 SERVER_PORT = "8080/tcp"
-
-
-@dataclass(frozen=True)
-class Served:
-    """What one check of a running image saw."""
-
-    execution_provider: str  # the provider the server answered with
-    fell_back: bool  # it answered on CPU although its accelerator's provider was wanted
-    summary: str
 
 
 def free_port() -> int:
@@ -142,7 +132,7 @@ class DockerEngine:
         platform: str | None = None, environment: Mapping[str, str] | None = None,
         models_dir: Path | None = None, request: Mapping[str, Any] | None = None,
         ready_timeout: float = 180.0,
-    ) -> Served:  # fmt: skip
+    ) -> oip.Served:  # fmt: skip
         """Run the image, wait until it is ready, send one inference; SmokeTestFailed with
         the container's last log lines when it does not serve. `models_dir` is mounted
         read-only at /models (for a server image that carries no model)."""
@@ -170,18 +160,14 @@ class DockerEngine:
             failed = oip.check(base, model, timeout=60, request=request)
             if failed:
                 raise SmokeTestFailed(f"{reference}: {failed}", _logs(container))
-            meta = requests.get(f"{base}/v2/models/{model}", timeout=10).json()
+            served = oip.served_from(oip.metadata(base, model))
         except requests.RequestException as err:
             raise SmokeTestFailed(f"{reference}: {err}", _logs(container)) from err
         finally:
             with contextlib.suppress(docker_errors.DockerException):
                 container.remove(force=True)
-        parameters = meta.get("parameters") or {}
-        provider = str(parameters.get("execution_provider", "?"))
-        fell_back = bool(parameters.get("cpu_fallback", False))
-        summary = f"answered one inference on {provider}" + (" (CPU fallback)" if fell_back else "")
-        progress(f"Smoke test: passed; {summary}")
-        return Served(provider, fell_back, summary)
+        progress(f"Smoke test: passed; {served.summary}")
+        return served
 
 
 def _running(container: Any) -> bool:

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -95,6 +96,30 @@ def check(
     except (requests.RequestException, ValueError) as err:
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def metadata(base_url: str, model: str, timeout: float = 10) -> dict[str, Any]:
+    answer = requests.get(f"{base_url}/v2/models/{model}", timeout=timeout)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one check of a running server saw."""
+
+    execution_provider: str  # the provider the server answered with
+    fell_back: bool  # it answered on CPU although its accelerator's provider was wanted
+    summary: str
+
+
+def served_from(meta: Mapping[str, Any]) -> Served:
+    """Which provider answered, from the model metadata's parameters."""
+    parameters = meta.get("parameters") or {}
+    provider = str(parameters.get("execution_provider", "?"))
+    fell_back = bool(parameters.get("cpu_fallback", False))
+    summary = f"answered one inference on {provider}" + (" (CPU fallback)" if fell_back else "")
+    return Served(provider, fell_back, summary)
 
 
 def wait_ready(

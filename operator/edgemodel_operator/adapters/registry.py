@@ -320,15 +320,14 @@ class Registry:
         return self.put_manifest(repository, tag, canonical(index), OCI_INDEX)
 
     def append_layer(
-        self, source: str, repository: str, tag: str, layer: NewLayer,
-        env: Mapping[str, str], labels: Mapping[str, str], created: str,
-        platforms: Sequence[str] | None = None,
-    ) -> tuple[str, dict[str, str]]:  # fmt: skip
+        self, source: str, repository: str, layer: NewLayer, env: Mapping[str, str],
+        labels: Mapping[str, str], created: str,
+    ) -> Appended:  # fmt: skip
         """Every platform image of the index `source` (repo:tag or repo@digest), plus
-        `layer`, with `env` and `labels` set in its config, as the index repository:tag.
-        Base layers are mounted, never uploaded again; the model layer once for all
-        platforms. Deterministic: the same inputs give the same digests. Returns the new
-        index's digest and its platforms (arch -> manifest digest)."""
+        `layer`, with `env` and `labels` set in its config, stored by digest in
+        `repository`. Base layers are mounted, never uploaded again; the layer once for all
+        platforms. Deterministic: the same inputs give the same digests. The new index is
+        returned, not stored: `put_manifest` tags it once its images are checked."""
         src_repo, src_ref = split_reference(source)
         found = self.raw_manifest(src_repo, src_ref)
         if found is None:
@@ -337,12 +336,10 @@ class Registry:
         index = json.loads(raw_index)
         if index_type not in INDEX_TYPES:
             raise RegistryError(f"{source} is a single image, not a multi-platform index")
-        model_blob = self.put_blob(repository, layer.blob)
-        entries, built = [], {}
+        blob = self.put_blob(repository, layer.blob)
+        entries, images = [], []
         for entry in index.get("manifests") or []:
             arch = str(entry.get("platform", {}).get("architecture"))
-            if platforms is not None and arch not in platforms:
-                continue
             raw, media_type = self.raw_manifest(src_repo, entry["digest"]) or (b"", "")
             if media_type not in LAYER_TYPES:
                 raise RegistryError(f"{source} for {arch} has an unknown manifest {media_type}")
@@ -360,18 +357,39 @@ class Registry:
             settings["Env"] = kept + [f"{k}={v}" for k, v in env.items()]
             settings["Labels"] = {**(settings.get("Labels") or {}), **labels}
             config_bytes = canonical(config)
-            manifest["config"] = {**manifest["config"], "digest": self.put_blob(repository,
-                                  config_bytes), "size": len(config_bytes)}  # fmt: skip
-            manifest["layers"].append({"mediaType": LAYER_TYPES[media_type],
-                                       "digest": model_blob, "size": len(layer.blob)})  # fmt: skip
+            config_digest = self.put_blob(repository, config_bytes)
+            manifest["config"] = {**manifest["config"], "digest": config_digest,
+                                  "size": len(config_bytes)}  # fmt: skip
+            manifest["layers"].append(
+                {"mediaType": LAYER_TYPES[media_type], "digest": blob, "size": len(layer.blob)}
+            )
             body = canonical(manifest)
             digest = self.put_manifest(repository, sha256_digest(body), body, media_type)
             entries.append({**entry, "mediaType": media_type, "digest": digest, "size": len(body)})
-            built[arch] = digest
+            images.append(AppendedImage(arch, digest, manifest, config))
         if not entries:
-            raise RegistryError(f"{source} has none of the platforms {list(platforms or [])}")
+            raise RegistryError(f"{source} names no image")
         index["manifests"] = entries
-        return self.put_manifest(repository, tag, canonical(index), index_type), built
+        return Appended(index_type, index, tuple(images))
+
+
+@dataclass(frozen=True)
+class AppendedImage:
+    arch: str
+    digest: str
+    manifest: Mapping[str, Any]
+    config: Mapping[str, Any]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(int(layer.get("size", 0)) for layer in self.manifest["layers"])
+
+
+@dataclass(frozen=True)
+class Appended:
+    media_type: str
+    index: Mapping[str, Any]  # the new index, to tag with put_manifest(canonical(index))
+    images: tuple[AppendedImage, ...]
 
 
 def tar_layer(files: Mapping[str, bytes], mtime: int, created_by: str) -> NewLayer:

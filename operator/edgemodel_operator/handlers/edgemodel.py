@@ -91,7 +91,7 @@ def reconcile_edgemodel(
     key = (str(body.metadata.namespace), str(body.metadata.name))
     observed = Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
-        children=[c for kind, *_ in CHILDREN
+        children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
                   for c in indices[f"{kind.lower()}s_index"].get(key, [])],
         pods=list(indices["pods_index"].get(key, [])),
         endpoint_slices=list(indices["slices_index"].get(key, [])),
@@ -127,6 +127,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
     for kind, group, version, plural in CHILDREN:
+        if kind == "NetworkPolicy" and not config.network_policy:
+            continue  # not watched (nor permitted by the chart's RBAC) unless enabled
         kopf.index(group, version, plural, labels=MANAGED, registry=registry,
                    id=f"{kind.lower()}s_index")(children_index(kind))  # fmt: skip
     kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)(pods_index)

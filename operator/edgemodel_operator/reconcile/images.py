@@ -1,5 +1,5 @@
 """Which images a spec needs and what they are called: content-addressed tags, so that the
-same model, precision, server and base always name the same image (and a registry that
+same model, precision and server image always name the same image (and a registry that
 already holds it means nothing to build)."""
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def variants(placements: Sequence[Placement]) -> list[Variant]:
     return sorted({Variant(p.accelerator, p.precision) for p in placements if not p.target.image})
 
 
-def image_tag(sha256: str, variant: Variant, server_version: str, base_image: str) -> str:
-    key = digest([sha256, variant.accelerator, variant.precision, server_version, base_image], 12)
+def image_tag(sha256: str, variant: Variant, server_digest: str) -> str:
+    """The tag of a model image: the model, its variant and the server index it extends."""
+    key = digest([sha256, variant.accelerator, variant.precision, server_digest], 12)
     return f"{variant.accelerator}-{variant.precision}-{key}"
 
 
@@ -55,3 +56,4 @@ class ImageState:
     reason: str = ""  # when Failed: ModelDigestMismatch, AccuracyGateFailed, ...
     message: str = ""  # progress while Building, the cause when Failed
     terminal: bool = False  # Failed for good: the same inputs fail the same way
+    platforms: tuple[tuple[str, str], ...] = ()  # (arch, smoke test), when Ready

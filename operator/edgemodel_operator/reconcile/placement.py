@@ -32,6 +32,9 @@ class Placement:
     message: str = ""  # why it is not where it was asked to be; empty when it is
     # Nodes made for it that cannot run anything now: (name, why), e.g. NotReady, cordoned.
     unavailable: tuple[tuple[str, str], ...] = ()
+    archs: tuple[str, ...] | None = None  # what its image serves; None: not known
+    runtime_class: str | None = None
+    no_image: tuple[str, ...] = ()  # nodes made for it whose architecture its image lacks
 
     @property
     def has_nodes(self) -> bool:
@@ -101,6 +104,7 @@ def _candidate(
         tolerations=tolerations,
         resource=profile.resource,
         nodes=tuple(matching),
+        runtime_class=profile.runtime_class,
     )
 
 
@@ -136,3 +140,40 @@ def place(
     precision = "" if second.precision == target.precision else f" in {second.precision}"
     note = f"{reason}; running on {target.fallback}{precision} (fallback)"
     return replace(second, fell_back=True, message=note)
+
+
+ARCH_LABEL = "kubernetes.io/arch"
+
+
+def node_arch(node: NodeInfo) -> str:
+    return node.labels.get(ARCH_LABEL, "amd64")
+
+
+def for_architectures(
+    placement: Placement, archs: Sequence[str] | None, nodes: Sequence[NodeInfo]
+) -> Placement:
+    """Keep the nodes whose architecture the target's image serves (`archs`, from its
+    index); the others are named, not crash-looped on."""
+    if archs is None:
+        return placement
+    by_name = {n.name: n for n in nodes}
+    keep = tuple(n for n in placement.nodes if node_arch(by_name[n]) in archs)
+    dropped = tuple(n for n in placement.nodes if n not in keep)
+    narrowed = replace(placement, archs=tuple(sorted(archs)), nodes=keep, no_image=dropped,
+                       unavailable=tuple(u for u in placement.unavailable
+                                         if node_arch(by_name[u[0]]) in archs))  # fmt: skip
+    if dropped and not keep:
+        note = f"target {placement.target.name}: {no_image_text(narrowed)}"
+        return replace(narrowed, message=note)
+    return narrowed
+
+
+def no_image_text(placement: Placement, limit: int = 5) -> str:
+    shown = ", ".join(placement.no_image[:limit])
+    more = len(placement.no_image) - limit
+    variant = f"{placement.accelerator}/{placement.precision}"
+    return (
+        f"no image for the architecture of node(s) {shown}"
+        f"{f' and {more} more' if more > 0 else ''}: the {variant} image serves "
+        f"{', '.join(placement.archs or ())} only"
+    )

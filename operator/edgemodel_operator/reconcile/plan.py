@@ -29,7 +29,12 @@ from edgemodel_operator.reconcile.network import (
     service_name,
 )
 from edgemodel_operator.reconcile.observed import NodeInfo, Observed, node_info
-from edgemodel_operator.reconcile.placement import Placement, place, unavailable_text
+from edgemodel_operator.reconcile.placement import (
+    Placement,
+    for_architectures,
+    place,
+    unavailable_text,
+)
 from edgemodel_operator.reconcile.revision import revision
 from edgemodel_operator.reconcile.rollout import (
     Action,
@@ -96,9 +101,19 @@ def _policy(spec: EdgeModelSpec) -> Policy:
 
 
 def _place(
-    spec: EdgeModelSpec, nodes: Sequence[NodeInfo], settings: PlanSettings
-) -> list[Placement]:
-    return [place(t, nodes, settings.accelerators) for t in spec.targets]
+    spec: EdgeModelSpec, nodes: Sequence[NodeInfo], settings: PlanSettings,
+    archs: Mapping[str, Sequence[str]] | None = None,
+) -> list[Placement]:  # fmt: skip
+    """Each target's placement; with `archs` (variant -> architectures its image serves),
+    only on nodes of those architectures."""
+    placed = [place(t, nodes, settings.accelerators) for t in spec.targets]
+    if not archs:
+        return placed
+    return [
+        p if p.target.image else
+        for_architectures(p, archs.get(variant_key(p.accelerator, p.precision)), nodes)
+        for p in placed
+    ]  # fmt: skip
 
 
 def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
@@ -249,15 +264,17 @@ def plan(
 
     nodes = [node_info(n) for n in observed.nodes]
     rev = revision(spec)
-    candidate = _place(spec, nodes, settings)
     pinned: dict[str, str] = {}
     sizes: dict[str, int] = {}
+    archs: dict[str, list[str]] = {}
     if images is not None:
         if any(s.state != "Ready" for s in images.values()):
             status = _images_pending(previous, images, generation, now)
             return Pass(status, events_for(previous, status))
         pinned = {k: s.reference for k, s in images.items()}
         sizes = {k: s.size_bytes for k, s in images.items()}
+        archs = {k: [arch for arch, _ in s.platforms] for k, s in images.items()}
+    candidate = _place(spec, nodes, settings, archs)
     state = state_from_status(previous)
     policy = _policy(spec)
     was_ready = state.revision == rev and state.ready_since is not None
@@ -266,16 +283,18 @@ def plan(
                      policy.failure_threshold)  # fmt: skip
     decision = decide(rev, raw_spec, state, health, policy, now)
 
-    run_spec, run_rev, run_pinned = spec, rev, pinned
-    stable_images: dict[str, str] = dict((previous.get("stable") or {}).get("images") or {})
+    run_spec, run_rev, run_pinned, run_archs = spec, rev, pinned, archs
+    stable = previous.get("stable") or {}
+    stable_images: dict[str, str] = dict(stable.get("images") or {})
+    stable_archs: dict[str, list[str]] = dict(stable.get("architectures") or {})
     if decision.apply_revision != rev and decision.state.stable_spec:
         try:
             run_spec = parse_spec(decision.state.stable_spec)
             run_rev = revision(run_spec)
-            run_pinned = stable_images
+            run_pinned, run_archs = stable_images, stable_archs
         except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
             pass
-    placements = _place(run_spec, nodes, settings)
+    placements = _place(run_spec, nodes, settings, run_archs)
 
     result = Pass(status={}, action=decision.action.value)
     owner = _owner(body)
@@ -335,11 +354,15 @@ def plan(
             f"Images ready: {built}", generation, now,
         )  # fmt: skip
         status["images"] = [
-            {"variant": k, "image": ref, "sizeBytes": sizes[k]} for k, ref in sorted(pinned.items())
-        ]
+            {"variant": k, "image": ref, "sizeBytes": sizes[k],
+             "platforms": [{"architecture": arch, "smokeTest": smoke}
+                           for arch, smoke in images[k].platforms]}
+            for k, ref in sorted(pinned.items())
+        ]  # fmt: skip
         if "stable" in status:  # the stable revision's images, to roll back to without builds
             promoted = decision.action in (Action.PROMOTE, Action.STEADY)
             status["stable"]["images"] = pinned if promoted else stable_images
+            status["stable"]["architectures"] = archs if promoted else stable_archs
     result.status = status
     result.events += events_for(previous, status)
     return result

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from edgemodel_operator.api import conditions as c
-from edgemodel_operator.reconcile.placement import Placement, unavailable_text
+from edgemodel_operator.reconcile.placement import Placement, no_image_text, unavailable_text
 from edgemodel_operator.reconcile.rollout import Action, Plan, state_to_status
 from edgemodel_operator.reconcile.workloads import running_image, workload_name
 
@@ -129,6 +129,7 @@ def build_status(
                 "service": seen.service,
                 "endpoints": seen.endpoints,
                 "unavailable": len(p.unavailable),
+                "noImage": len(p.no_image),
             }
         )
         if not _target_ready(n, p):
@@ -144,6 +145,8 @@ def build_status(
     fell_back = [p.message for p in placements if p.fell_back]
     down = [f"target {p.target.name}: node(s) unavailable: {unavailable_text(p)}"
             for p in placements if p.has_nodes and p.unavailable]  # fmt: skip
+    no_image = [f"target {p.target.name}: {no_image_text(p)}"
+                for p in placements if p.has_nodes and p.no_image]  # fmt: skip
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
 
     def put(type_: str, ok: bool, reason: str, message: str) -> None:
@@ -154,7 +157,11 @@ def build_status(
     ready_count = total - len(not_ready)
     if missing:
         all_down = all(p.unavailable for p in placements if not p.has_nodes)
-        reason = c.NODES_UNAVAILABLE if all_down else c.NO_MATCHING_NODES
+        all_arch = all(p.no_image for p in placements if not p.has_nodes)
+        reason = (
+            c.NODES_UNAVAILABLE if all_down
+            else c.NO_IMAGE_FOR_ARCHITECTURE if all_arch else c.NO_MATCHING_NODES
+        )  # fmt: skip
         put(c.DEGRADED, True, reason, "; ".join(missing + down))
         put(c.READY, False, reason, "; ".join(missing))
     elif blocked:
@@ -162,7 +169,9 @@ def build_status(
         put(c.READY, False, c.UNSCHEDULABLE, "; ".join(blocked))
     else:
         if down:
-            put(c.DEGRADED, True, c.NODES_UNAVAILABLE, "; ".join(down + fell_back))
+            put(c.DEGRADED, True, c.NODES_UNAVAILABLE, "; ".join(down + no_image + fell_back))
+        elif no_image:
+            put(c.DEGRADED, True, c.NO_IMAGE_FOR_ARCHITECTURE, "; ".join(no_image + fell_back))
         elif fell_back:
             put(c.DEGRADED, True, c.FELL_BACK, "; ".join(fell_back))
         else:

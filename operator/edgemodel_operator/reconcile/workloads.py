@@ -111,6 +111,9 @@ def _container(spec: EdgeModelSpec, placement: Placement, image: str, model: str
         "EDGEMODEL_PRECISION": placement.precision,
         "EDGEMODEL_PORT": str(port),
     }
+    if placement.target.fallback == "cpu" and placement.accelerator != "cpu":
+        # The target accepts CPUs: its server may answer on CPU when its provider is missing.
+        env["EDGEMODEL_CPU_FALLBACK"] = "true"
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
@@ -229,8 +232,15 @@ def _pod_spec(
         volumes.append({"name": "models", "emptyDir": {"sizeLimit": MODELS_SIZE_LIMIT}})
     if settings.probe_gate:
         pod_spec["readinessGates"] = [{"conditionType": PROBE_CONDITION}]
+    if placement.runtime_class:
+        pod_spec["runtimeClassName"] = placement.runtime_class
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.archs is not None:  # only the architectures its image serves
+        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": list(placement.archs)}
+            ]}]}}}  # fmt: skip
     if placement.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     return pod_spec
