@@ -122,3 +122,17 @@ def test_probes_go_to_gated_running_pods_that_have_not_passed() -> None:
     assert gate[0]["status"] == "True" and pods[0]["status"]["conditions"][-1]["type"] == (
         "ContainersReady"
     )  # the input is not changed
+
+
+def test_a_target_whose_image_runs_on_none_of_its_nodes_falls_back() -> None:
+    parsed = parse_spec(spec({"name": "jetson", "accelerator": "gpu", "precision": "fp16",
+                              "placement": "perNode", "fallback": "cpu"}))  # fmt: skip
+    server_archs = {"gpu": ("amd64",), "cpu": ("amd64", "arm64")}
+
+    def narrow(p: Any) -> Any:
+        return for_architectures(p, server_archs[p.accelerator], NODES)
+
+    placed = place(parsed.targets[0], NODES, DEFAULT_PROFILES, narrow)
+    assert (placed.accelerator, placed.nodes, placed.fell_back) == ("cpu", ("cpu-0", "cpu-1"), True)
+    assert "the gpu/fp16 image serves amd64 only" in placed.message
+    assert "running on cpu" in placed.message

@@ -126,10 +126,26 @@ def test_target_health_reads_pods_of_its_revision_only() -> None:
         {"restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
     ]
     pods = [pod("cpu", "n1", "old"), pod("cpu", "n1", "new"), crashing]
-    health = target_health("cpu", "new", 2, True, pods, was_ready=True, failure_threshold=3)
+    health = target_health("cpu", "new", 2, True, pods, ready_since=stamp(5),
+                           failure_threshold=3)  # fmt: skip
     assert (health.ready, health.healthy) == (1, False)
     assert health.crashing == ("pod cpu-n2 on n2: CrashLoopBackOff (4 restarts)",)
-    assert health.lost == ("pod cpu-n2 on n2",)
+    assert health.lost == ("pod cpu-n2 on n2",)  # no transition time: taken as a change
+
+
+def test_only_a_pod_that_turned_not_ready_after_the_target_was_ready_lost_readiness() -> None:
+    def with_ready(p: dict[str, Any], when: float) -> dict[str, Any]:
+        p["status"]["conditions"][0]["lastTransitionTime"] = stamp(when)
+        return p
+
+    starting = with_ready(pod("cpu", "slow", "new", ready=False), 0)  # still starting
+    dropped = with_ready(pod("cpu", "flaky", "new", ready=False), 30)  # was Ready, is not
+    health = target_health("cpu", "new", 3, True, [starting, dropped], ready_since=stamp(20),
+                           failure_threshold=3)  # fmt: skip
+    assert health.lost == ("pod cpu-flaky on flaky",)
+    never = target_health("cpu", "new", 3, True, [starting, dropped], ready_since=None,
+                          failure_threshold=3)  # fmt: skip
+    assert never.lost == ()
 
 
 def observe(writer: RecordingWriter, rev: str, ready_pods: bool) -> Observed:

@@ -3,7 +3,7 @@ nodes that match them now, and the fallback accelerator when none do."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -124,19 +124,24 @@ def _no_nodes(placement: Placement) -> str:
 
 
 def place(
-    target: Target, nodes: Sequence[NodeInfo], profiles: Mapping[str, AcceleratorProfile]
+    target: Target,
+    nodes: Sequence[NodeInfo],
+    profiles: Mapping[str, AcceleratorProfile],
+    narrow: Callable[[Placement], Placement] = lambda p: p,
 ) -> Placement:
-    """Place on the requested accelerator; when no node has it and a fallback is set, place
-    on the fallback (the target's own nodeSelector and tolerations still apply)."""
-    first = _candidate(target, target.accelerator, profiles[target.accelerator], nodes)
+    """Place on the requested accelerator; when no node can run it there and a fallback is
+    set, place on the fallback (the target's own nodeSelector and tolerations still apply).
+    `narrow` keeps the nodes its image can run on (see for_architectures)."""
+    first = narrow(_candidate(target, target.accelerator, profiles[target.accelerator], nodes))
     if first.has_nodes:
         return first
-    reason = f"target {target.name}: {_no_nodes(first)}"
+    reason = first.message or f"target {target.name}: {_no_nodes(first)}"
     if target.fallback is None:
         return replace(first, message=reason)
-    second = _candidate(target, target.fallback, profiles[target.fallback], nodes)
+    second = narrow(_candidate(target, target.fallback, profiles[target.fallback], nodes))
     if not second.has_nodes:
-        return replace(first, message=f"{reason}; fallback {target.fallback}: {_no_nodes(second)}")
+        why = second.message.partition(": ")[2] if second.message else _no_nodes(second)
+        return replace(first, message=f"{reason}; fallback {target.fallback}: {why}")
     precision = "" if second.precision == target.precision else f" in {second.precision}"
     note = f"{reason}; running on {target.fallback}{precision} (fallback)"
     return replace(second, fell_back=True, message=note)

@@ -129,17 +129,17 @@ def _place(
 ) -> list[Placement]:  # fmt: skip
     """Each target's placement, only on nodes of the architectures its image serves: its
     built image's (`archs`, by variant), else its server image's (`server_archs`, by
-    accelerator); a target's own image is taken as it is."""
-    placed = [place(t, nodes, settings.accelerators) for t in spec.targets]
-    out = []
-    for p in placed:
+    accelerator); a target's own image is taken as it is. A target whose image runs on
+    none of its nodes goes to its fallback, like one whose hardware is missing."""
+
+    def narrow(p: Placement) -> Placement:
         if p.target.image:
-            out.append(p)
-            continue
+            return p
         built = (archs or {}).get(variant_key(p.accelerator, p.precision))
         served = built if built is not None else (server_archs or {}).get(p.accelerator)
-        out.append(for_architectures(p, served, nodes))
-    return out
+        return for_architectures(p, served, nodes)
+
+    return [place(t, nodes, settings.accelerators, narrow) for t in spec.targets]
 
 
 def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
@@ -155,8 +155,9 @@ def _workload_kind(placement: Placement) -> str:
 
 
 def image_jobs(
-    body: Mapping[str, Any], observed: Observed, settings: PlanSettings
-) -> dict[str, ImageJob]:
+    body: Mapping[str, Any], observed: Observed, settings: PlanSettings,
+    servers: Mapping[str, ServerImage] | None = None,
+) -> dict[str, ImageJob]:  # fmt: skip
     """The images the spec's targets need ("accelerator/precision" -> job); none for a spec
     that cannot be parsed or targets that bring their own image."""
     try:
@@ -177,13 +178,17 @@ def image_jobs(
             samples_uri=validation.samples_uri if validation else None,
             max_accuracy_drop=validation.max_accuracy_drop if validation else 0.01,
         )
-        for v in variants(_place(spec, nodes, settings))
+        for v in variants(_place(spec, nodes, settings, None, _server_archs(servers)))
     }
+
+
+def _server_archs(servers: Mapping[str, ServerImage] | None) -> dict[str, list[str]]:
+    return {acc: list(s.archs) for acc, s in (servers or {}).items() if s.archs}
 
 
 def _health(
     model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
-    observed: Observed, wave: int, was_ready: bool, failure_threshold: int,
+    observed: Observed, wave: int, ready_since: str | None, failure_threshold: int,
 ) -> list[TargetHealth]:  # fmt: skip
     """How the pods of revision `rev` are doing, target by target (in waves: how the pods
     due in the current wave are)."""
@@ -206,7 +211,7 @@ def _health(
             desired=n.desired if workload else max(p.target.replicas, 1),
             settled=n.current and on_rev == rev,
             pods=_pods_of(observed, p.target.name),
-            was_ready=was_ready,
+            ready_since=ready_since,
             failure_threshold=failure_threshold,
         )
         if _in_waves(spec, p):
@@ -303,13 +308,13 @@ def plan(
         sizes = {k: s.size_bytes for k, s in images.items()}
         archs = {k: [arch for arch, _ in s.platforms] for k, s in images.items()}
     servers = servers or {}
-    server_archs = {acc: list(s.archs) for acc, s in servers.items() if s.archs}
+    server_archs = _server_archs(servers)
     candidate = _place(spec, nodes, settings, archs, server_archs)
     state = state_from_status(previous)
     policy = _policy(spec)
-    was_ready = state.revision == rev and state.ready_since is not None
+    ready_since = state.ready_since if state.revision == rev else None
     wave = state.wave if state.revision == rev else 0
-    health = _health(name, rev, spec, candidate, observed, wave, was_ready,
+    health = _health(name, rev, spec, candidate, observed, wave, ready_since,
                      policy.failure_threshold)  # fmt: skip
     decision = decide(rev, raw_spec, state, health, policy, now)
 

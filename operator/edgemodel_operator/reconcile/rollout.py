@@ -272,11 +272,12 @@ def target_health(
     desired: int,
     settled: bool,
     pods: Sequence[Mapping[str, Any]],
-    was_ready: bool,
+    ready_since: str | None,
     failure_threshold: int,
 ) -> TargetHealth:
-    """Health of one target's pods of `revision`. `was_ready`: the target had been fully
-    Ready on this revision, so a pod that is not Ready now has lost its readiness."""
+    """Health of one target's pods of `revision`. `ready_since`: since when the target has
+    been Ready on this revision (None: it has not been); a pod that was there then and
+    has turned not Ready since has lost its readiness."""
     mine = [
         p
         for p in pods
@@ -293,13 +294,20 @@ def target_health(
         not_ready=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]),
         crashing=tuple(crashing[:MAX_EVIDENCE]),
         probe_failed=tuple(probed[:MAX_EVIDENCE]),
-        # Only a scheduled pod can lose readiness; one waiting for a node is just new.
-        lost=tuple(_where(p) for p in not_ready if (p.get("spec") or {}).get("nodeName"))[
-            :MAX_EVIDENCE
-        ]
-        if was_ready
-        else (),
+        lost=tuple(_where(p) for p in not_ready if _lost(p, ready_since))[:MAX_EVIDENCE],
     )
+
+
+def _lost(pod: Mapping[str, Any], ready_since: str | None) -> bool:
+    """The pod went from Ready to not Ready after the target was Ready. A pod waiting for
+    a node, or one still starting (its Ready condition unchanged since before), is new."""
+    if ready_since is None or not (pod.get("spec") or {}).get("nodeName"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    changed = str(ready.get("lastTransitionTime") or "")
+    # No transition time (a hand-made pod): take it as a change. ISO stamps sort by time.
+    return not changed or changed > ready_since
 
 
 def state_from_status(status: Mapping[str, Any]) -> RolloutState:

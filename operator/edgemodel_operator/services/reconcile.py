@@ -83,16 +83,16 @@ def reconcile(
 ) -> Pass:
     if prober is not None:
         observed = _probe(body, observed, prober, writer, now)
-    states = None
-    if images is not None:
-        jobs = image_jobs(body, observed, settings)
-        states = {key: images.state(job) for key, job in jobs.items()}
     pinned_servers = {}
     if servers is not None:
         for accelerator in accelerators_of(body):
             found = servers.resolve(settings.server_image.format(accelerator=accelerator))
             if found is not None:
                 pinned_servers[accelerator] = found
+    states = None
+    if images is not None:
+        jobs = image_jobs(body, observed, settings, pinned_servers)
+        states = {key: images.state(job) for key, job in jobs.items()}
     result = plan(body, observed, settings, now, states, pinned_servers)
     namespace = body["metadata"]["namespace"]
     for obj in result.apply:
