@@ -157,9 +157,7 @@ def match_boxes(
     return len(used_t)
 
 
-def detection_scores(
-    pages: Sequence[Page], maps: Sequence[npt.NDArray[Any]]
-) -> dict[str, float]:
+def detection_scores(pages: Sequence[Page], maps: Sequence[npt.NDArray[Any]]) -> dict[str, float]:
     truth = found = matched = 0
     for page, prob in zip(pages, maps, strict=True):
         boxes = boxes_from_map(prob)

@@ -126,7 +126,9 @@ def teacher_rows(
     }
 
 
-def frame_f1(truth: npt.NDArray[np.bool_], probs: npt.NDArray[Any], threshold: float = 0.5) -> float:
+def frame_f1(
+    truth: npt.NDArray[np.bool_], probs: npt.NDArray[Any], threshold: float = 0.5
+) -> float:
     said = np.asarray(probs) >= threshold
     tp = float(np.sum(said & truth))
     fp = float(np.sum(said & ~truth))

@@ -141,7 +141,7 @@ def assess(
     }
     verdict = None
     if evaluation is not None:
-        available = set(measure.ort.get_available_providers())
+        available = measure.available_providers()
         wanted = [p for p in PROVIDERS.get(accelerator, ()) if p in available]
         providers = tuple(dict.fromkeys([*wanted, *measure.CPU]))
         mine = measure.latency(variant.path, evaluation, latency_runs, providers=providers)

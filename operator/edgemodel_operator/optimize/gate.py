@@ -198,8 +198,8 @@ def _figures(name: str, ref: list[npt.NDArray[Any]], cand: list[npt.NDArray[Any]
     norm = np.linalg.norm(all_r)
     diff = np.linalg.norm(all_c - all_r)
     per_row = [_cosine(r, c) for r, c in zip(rows_r, rows_c, strict=True) if r.size > 1]
-    agree = [float(np.mean(_top1(r) == _top1(c)))
-             for r, c in zip(ref, cand, strict=True) if r.ndim >= 1 and r.shape[-1] > 1]  # fmt: skip
+    pairs = zip(ref, cand, strict=True)
+    agree = [float(np.mean(_top1(r) == _top1(c))) for r, c in pairs if r.ndim and r.shape[-1] > 1]
     cosine = _cosine(all_r, all_c)
     return OutputFigures(
         name=name,

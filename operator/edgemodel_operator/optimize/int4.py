@@ -104,14 +104,13 @@ def quantize_weights(model: onnx.ModelProto) -> int:
         qname, sname = f"{init.name}_int4", f"{init.name}_int4_scale"
         graph.initializer.remove(init)
         graph.initializer.extend([_int4_tensor(qname, q), numpy_helper.from_array(scale, sname)])
-        attrs: dict[str, int] = {"axis": axis if block else 0}
-        if block:
-            attrs["block_size"] = block
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear", [qname, sname], [init.name], f"{init.name}_dequantize", **attrs
-            )
+        dequantize = helper.make_node(
+            "DequantizeLinear", [qname, sname], [init.name], f"{init.name}_dequantize"
         )
+        dequantize.attribute.append(helper.make_attribute("axis", axis if block else 0))
+        if block:
+            dequantize.attribute.append(helper.make_attribute("block_size", block))
+        new_nodes.append(dequantize)
         new_nodes.append(node)
         done += 1
     del graph.node[:]

@@ -24,6 +24,10 @@ class Latency:
     p99_ms: float
 
 
+def available_providers() -> set[str]:
+    return set(ort.get_available_providers())
+
+
 def session(
     model: Path,
     providers: Sequence[str] = CPU,
@@ -40,7 +44,10 @@ def session(
     so.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
     try:
         return ort.InferenceSession(
-            str(model), so, providers=[p for p, _ in chosen], provider_options=[o for _, o in chosen]
+            str(model),
+            so,
+            providers=[p for p, _ in chosen],
+            provider_options=[o for _, o in chosen],
         )
     except Exception as err:
         raise OptimizeError(f"onnxruntime cannot load {model.name}: {err}") from err

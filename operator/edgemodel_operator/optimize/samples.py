@@ -98,15 +98,17 @@ class Samples:
             )
         return self.select(slice(0, calibration_rows)), self.select(slice(calibration_rows, None))
 
-    def feeds(self, model_inputs: Sequence[InputInfo], batch_rows: int = BATCH_ROWS) -> Iterator[Feed]:
-        """Model calls over all rows, in order: batches where every array can be batched,
-        single rows otherwise. Each yields (feed, rows in it) through `batches`."""
+    def feeds(
+        self, model_inputs: Sequence[InputInfo], batch_rows: int = BATCH_ROWS
+    ) -> Iterator[Feed]:
+        """The model calls that cover every row, in order (see `batches`)."""
         for feed, _ in self.batches(model_inputs, batch_rows):
             yield feed
 
     def batches(
         self, model_inputs: Sequence[InputInfo], batch_rows: int = BATCH_ROWS
     ) -> Iterator[tuple[Feed, int]]:
+        """(feed, rows in it): batches where every array can be batched, else single rows."""
         bound = self._bind(model_inputs)
         batchable = all(a.ndim == len(i.shape) for i, a in bound)
         if batchable:

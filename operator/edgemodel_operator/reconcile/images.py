@@ -4,8 +4,9 @@ already holds it means nothing to build)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
@@ -30,3 +31,29 @@ def image_tag(sha256: str, variant: Variant, server_version: str, base_image: st
 
 def repository(registry: str, namespace: str, model: str) -> str:
     return f"{registry}/{namespace}/{model}"
+
+
+def validation_condition(
+    has_validation: bool, samples_uri: str | None, figures: Mapping[str, Mapping[str, Any] | None]
+) -> tuple[bool, str, str] | None:
+    """(status, reason, message) of the Validated condition once the images are Ready, from
+    spec.model.validation and each variant's figures; None when the spec asks for no gate."""
+    if not has_validation:
+        return None
+    if not samples_uri:
+        return (False, "NoSamples", "spec.model.validation sets thresholds but no samplesUri: "
+                "the accuracy gate did not run and no variant was checked")  # fmt: skip
+    checked, unknown = [], []
+    for key, fig in sorted(figures.items()):
+        gate = (fig or {}).get("validation")
+        if key.endswith("/fp32"):
+            continue  # the original itself
+        if not gate:
+            unknown.append(key)
+            continue
+        checked.append(f"{key} {gate.get('metric')} {gate.get('value')} vs fp32 "
+                       f"{gate.get('fp32')} (drop {gate.get('drop')})")  # fmt: skip
+    if unknown:
+        return (False, "NotMeasured", f"no gate figures for {', '.join(unknown)} (images found "
+                "already built by an earlier operator); " + "; ".join(checked))  # fmt: skip
+    return (True, "GatePassed", "; ".join(checked) or "only fp32 variants: nothing to check")

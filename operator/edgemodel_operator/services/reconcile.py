@@ -16,7 +16,7 @@ from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
 from edgemodel_operator.config import Config
 from edgemodel_operator.reconcile.drift import needs_apply, orphans
-from edgemodel_operator.reconcile.images import variants
+from edgemodel_operator.reconcile.images import validation_condition, variants
 from edgemodel_operator.reconcile.observed import NodeInfo, node_info
 from edgemodel_operator.reconcile.placement import Placement, place
 from edgemodel_operator.reconcile.revision import revision
@@ -207,6 +207,7 @@ def _image_states(
                 variant=v,
                 samples_uri=validation.samples_uri if validation else None,
                 max_accuracy_drop=validation.max_accuracy_drop if validation else 0.01,
+                validation=validation,
             )
         )
         for v in variants(placements)
@@ -259,6 +260,7 @@ def reconcile(
     candidate = _place(spec, nodes, config)
     pinned: dict[str, str] = {}
     sizes: dict[str, int] = {}
+    models: dict[str, dict[str, Any] | None] = {}
     if images is not None:
         states = _image_states(spec, candidate, images, namespace, name)
         if any(s.state != "Ready" for s in states.values()):
@@ -266,6 +268,7 @@ def reconcile(
             return Outcome(status, events_for(previous, status))
         pinned = {k: s.reference for k, s in states.items()}
         sizes = {k: s.size_bytes for k, s in states.items()}
+        models = {k: s.model for k, s in states.items()}
     state = state_from_status(previous)
     policy = _policy(spec)
     was_ready = state.revision == rev and state.ready_since is not None
@@ -341,8 +344,16 @@ def reconcile(
             f"Images ready: {built}", generation, now,
         )  # fmt: skip
         status["images"] = [
-            {"variant": k, "image": ref, "sizeBytes": sizes[k]} for k, ref in sorted(pinned.items())
-        ]
+            {"variant": k, "image": ref, "sizeBytes": sizes[k],
+             **({"model": models[k]} if models.get(k) else {})}
+            for k, ref in sorted(pinned.items())
+        ]  # fmt: skip
+        validated = validation_condition(spec.model.validation is not None,
+                                         spec.model.validation.samples_uri
+                                         if spec.model.validation else None, models)  # fmt: skip
+        if validated is not None:
+            status["conditions"] = c.set_condition(status["conditions"], c.VALIDATED, *validated,
+                                                   generation, now)  # fmt: skip
         if "stable" in status:  # the stable revision's images, to roll back to without builds
             promoted = plan.action in (Action.PROMOTE, Action.STEADY)
             status["stable"]["images"] = pinned if promoted else stable_images
