@@ -7,6 +7,9 @@ PACKAGES=(openssl ca-certificates curl)
 # Engine API, runc runs the containers, netavark + iptables give them a network with
 # published ports, docker-registry is a local OCI registry, debootstrap makes the base.
 PACKAGES+=(podman runc netavark iptables docker-registry debootstrap)
+# Data for the real edge models (tests/models): text rendered with these fonts for OCR,
+# speech from espeak-ng for voice activity detection.
+PACKAGES+=(fonts-dejavu-core fonts-liberation2 fonts-noto-mono espeak-ng)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

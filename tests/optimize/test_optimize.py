@@ -192,7 +192,9 @@ def test_gate_without_labels_measures_agreement(
                            gate.Thresholds(mode="reference"))  # fmt: skip
     assert (forced.metric, forced.candidate) == ("top1_agreement", result.candidate)
     message = gate.check(result, MAX_DROP).message
-    assert re.match(r"int8 top-1 agreement with fp32 (0\.9\d\d|1\.000): drop 0\.0\d\d within", message)
+    assert re.match(
+        r"int8 top-1 agreement with fp32 (0\.9\d\d|1\.000): drop 0\.0\d\d within", message
+    )
     damaged = _damaged(digits_model.model, tmp_path / "damaged.onnx")
     bad = gate.evaluate(digits_model.model, damaged, unlabeled, "fp16")
     assert not gate.check(bad, 0.01).passed

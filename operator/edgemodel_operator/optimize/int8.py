@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 from onnxruntime import quantization
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -77,6 +78,10 @@ class SampleReader:
         return cls(feeds)
 
 
+def _has_gemm(model: Path) -> bool:
+    return any(node.op_type == "Gemm" for node in onnx.load(str(model)).graph.node)
+
+
 def preprocess(source: Path, dest: Path, min_opset: int = 13) -> Path:
     """Weights as initializers at opset >= 13, then onnxruntime's recommended step before
     quantizing: graph optimizations (Conv+BatchNormalization, MatMul+Add into Gemm,
@@ -126,8 +131,9 @@ def quantize_static(source: Path, dest: Path, samples: Samples, accelerator: str
                 calibrate_method=quantization.CalibrationMethod.MinMax,
                 extra_options={
                     "ActivationSymmetric": recipe.symmetric_activations,
-                    # onnxruntime fails to rescale per-channel Gemm weights for an int32 bias.
-                    "QDQDisableWeightAdjustForInt32Bias": True,
+                    # onnxruntime widens weight scales so that int32 biases do not overflow,
+                    # but fails doing so for per-channel Gemm weights; skip it there.
+                    "QDQDisableWeightAdjustForInt32Bias": _has_gemm(prepared),
                 },
             )
         except Exception as err:
