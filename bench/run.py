@@ -25,7 +25,7 @@ SUITES = ("fleet", "rollback", "footprint", "optimize", "serving", "update-bytes
 
 def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
     if name == "optimize":
-        from local_suites import suite_optimize
+        from model_suite import suite_optimize
 
         return suite_optimize
     if name == "serving":

@@ -138,4 +138,16 @@ def quantize_static(source: Path, dest: Path, samples: Samples, accelerator: str
             )
         except Exception as err:
             raise OptimizeError(f"static int8 quantization of {source.name} failed: {err}") from err
+        _weights_left_in_subgraphs(dest)
     return dest
+
+
+def _weights_left_in_subgraphs(path: Path) -> None:
+    """QDQ quantization does not enter If/Loop bodies (Silero VAD keeps its LSTM there):
+    store the float weights left there as int8 with a DequantizeLinear (weight-only)."""
+    from edgemodel_operator.optimize.int4 import quantize_weights
+    from edgemodel_operator.optimize.prepare import dedupe_initializers
+
+    model = onnx.load(str(path))
+    if quantize_weights(model, bits=8) + dedupe_initializers(model):
+        onnx.save(model, str(path))

@@ -39,6 +39,46 @@ def constants_to_initializers(model: onnx.ModelProto) -> int:
     return moved
 
 
+def all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """The graph and every subgraph in it (If / Loop / Scan bodies), parents first."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += all_graphs(attr.g)
+            for sub in attr.graphs:
+                found += all_graphs(sub)
+    return found
+
+
+def dedupe_initializers(model: onnx.ModelProto) -> int:
+    """Keep one copy of initializers that are equal byte for byte, in the top graph, where
+    every subgraph sees it; return how many copies went. onnxruntime's pre-processing folds
+    weights used by both branches of an If into each branch (Silero VAD's LSTM twice)."""
+    graphs = all_graphs(model.graph)
+    top_names = {init.name for init in model.graph.initializer}
+    kept: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    renames: dict[str, str] = {}
+    for graph in graphs:
+        for init in list(graph.initializer):
+            if len(init.raw_data) < 1024:
+                continue  # not worth it, and small constants are often shape values
+            key = (init.data_type, tuple(init.dims), init.raw_data)
+            if key in kept:
+                renames[init.name] = kept[key]
+                graph.initializer.remove(init)
+                continue
+            kept[key] = init.name
+            if graph is not model.graph and init.name not in top_names:
+                model.graph.initializer.append(init)
+                graph.initializer.remove(init)
+                top_names.add(init.name)
+    for graph in graphs:
+        for node in graph.node:
+            node.input[:] = [renames.get(name, name) for name in node.input]
+    return len(renames)
+
+
 def prepare(source: Path, dest: Path, min_opset: int = MIN_OPSET) -> Path:
     """Write `source` with weights as initializers and at least opset `min_opset`."""
     try:
