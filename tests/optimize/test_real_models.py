@@ -139,7 +139,10 @@ def test_recognition_in_four_bits_is_refused_by_the_gate(
     assert cer(models["rec"]) < 0.1
     assert cer(variant.path) > 0.3
     assert not verdict.passed
-    assert "softmax_11.tmp_0 cosine" in verdict.message and "below 0.9900" in verdict.message
+    # CTC's per-position softmax makes it a classifier: top-1 agreement per position.
+    assert (result.metric, result.output) == ("top1_agreement", "softmax_11.tmp_0")
+    assert verdict.message.startswith("int4 top-1 agreement with fp32 0.")
+    assert "exceeds 0.010" in verdict.message
 
 
 def test_voice_activity_multi_input_gate_and_frame_f1(tmp_path: Path) -> None:

@@ -6,16 +6,19 @@ float32 and, where the last axis holds classes, the top-1 agreement. The headlin
 depends on the mode:
 
 - `labels`: top-1 accuracy against the samples' labels, for each model (a classifier);
-- `reference`: no labels needed. For a classifier (an output of shape [N, classes], or
-  an integer label output) the top-1 agreement with float32; for any other model the
-  lowest cosine similarity over the compared outputs.
+- `reference`: no labels needed. For a classifier the top-1 agreement with float32; for
+  any other model the lowest cosine similarity over the compared outputs.
+
+A classifier is a model with an output that holds probabilities over its last axis (each
+row sums to 1 on the evaluated samples: a softmax, per sample or per position as in CTC
+text recognition), or integer labels [N].
 
 `check` turns the figures into a verdict against the thresholds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -158,14 +161,20 @@ def _run(
     return per_row
 
 
-def _class_output(session: ort.InferenceSession) -> str | None:
-    """The output that holds class scores ([N, classes] float) or labels ([N] integer)."""
-    outs = session.get_outputs()
-    for o in outs:
-        last = o.shape[-1] if o.shape else None
-        if o.type in _FLOATS and len(o.shape) == 2 and (not isinstance(last, int) or last > 1):
-            return str(o.name)
-    for o in outs:
+def _class_output(
+    session: ort.InferenceSession, names: Sequence[str], rows: Mapping[str, list[Any]]
+) -> str | None:
+    """The output that holds class probabilities over its last axis, or integer labels [N]."""
+    for name in names:
+        values = rows[name]
+        if not values or not np.issubdtype(values[0].dtype, np.floating):
+            continue
+        if values[0].ndim < 2 or values[0].shape[-1] < 2:
+            continue
+        sums = np.concatenate([v.astype(np.float64).sum(axis=-1).ravel() for v in values])
+        if np.all(np.abs(sums - 1.0) < 1e-3) and all((v >= 0).all() for v in values):
+            return name
+    for o in session.get_outputs():
         if o.type not in _FLOATS and len(o.shape) == 1:
             return str(o.name)
     return None
@@ -229,9 +238,11 @@ def evaluate(
         compared = list(limits.outputs)
     else:
         compared = [o.name for o in outs if o.type in _FLOATS] or [outs[0].name]
-    class_out = _class_output(ref_session)
-    names = list(dict.fromkeys([*compared, *([class_out] if class_out else [])]))
+    labels_out = [o.name for o in outs if o.type not in _FLOATS and len(o.shape) == 1]
+    floats = [o.name for o in outs if o.type in _FLOATS]
+    names = list(dict.fromkeys([*compared, *floats, *labels_out[:1]]))
     ref = _run(ref_session, samples, names)
+    class_out = _class_output(ref_session, floats, ref)
     cand = _run(cand_session, samples, names)
     figures = tuple(_figures(n, ref[n], cand[n]) for n in compared)
     mode: Mode = limits.mode or ("labels" if samples.y is not None else "reference")
@@ -240,8 +251,13 @@ def evaluate(
             raise OptimizeError("validation mode labels needs samples with labels (array y)")
         if class_out is None:
             raise OptimizeError(
-                "validation mode labels needs a classifier: an output of shape [N, classes] "
-                "or integer labels [N]; use mode reference for this model"
+                "validation mode labels needs a classifier: an output of probabilities "
+                "[N, classes] or integer labels [N]; use mode reference for this model"
+            )
+        if ref[class_out][0].ndim > 2:
+            raise OptimizeError(
+                f"validation mode labels needs one label per row; output {class_out!r} has "
+                f"shape {ref[class_out][0].shape} per row; use mode reference"
             )
         ref_top = np.concatenate([_top1(a) for a in ref[class_out]])
         cand_top = np.concatenate([_top1(a) for a in cand[class_out]])
