@@ -124,8 +124,8 @@ def test_recognition_in_four_bits_is_refused_by_the_gate(
     variant = optimize(models["rec"], "int4", tmp_path)
     assert variant.method == "int4-weight-only"
     assert variant.size_bytes < 0.2 * models["rec"].stat().st_size
-    verdict = gate.check(
-        gate.evaluate(models["rec"], variant.path, evaluation, "int4"), Thresholds()
+    result = gate.evaluate(models["rec"], variant.path, evaluation, "int4")
+    verdict = gate.check(result, Thresholds())
     )
     chars = ocr.characters(models["rec"])
     texts = [line.text for line in lines]
