@@ -126,7 +126,6 @@ def test_recognition_in_four_bits_is_refused_by_the_gate(
     assert variant.size_bytes < 0.2 * models["rec"].stat().st_size
     result = gate.evaluate(models["rec"], variant.path, evaluation, "int4")
     verdict = gate.check(result, Thresholds())
-    )
     chars = ocr.characters(models["rec"])
     texts = [line.text for line in lines]
 
