@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
+
+
+def usable_cpus() -> int:
+    from edgemodel_server.workers import usable_cpus as cpus
+
+    return cpus()
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -25,6 +33,9 @@ class ServerConfig:
     host: str
     port: int  # 0 picks a free port
     shutdown_grace_seconds: float = 10.0
+    workers: int = 1  # server processes sharing the port (workers.py)
+    intra_op_threads: int = 0  # onnxruntime threads per session; 0: onnxruntime's default
+    reuse_port: bool = False  # SO_REUSEPORT on the listening socket (set in workers)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -69,6 +80,8 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         raise ConfigError(
             f"EDGEMODEL_SHUTDOWN_GRACE_SECONDS must be 0..3600 seconds, got {raw_grace!r}"
         )
+    workers = _count(env, "EDGEMODEL_WORKERS", "1", auto=usable_cpus)
+    threads = _count(env, "EDGEMODEL_INTRA_OP_THREADS", "0", auto=lambda: 0, low=0)
     return ServerConfig(
         model_name=name,
         model_path=path,
@@ -78,4 +91,22 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         host=env.get("EDGEMODEL_HOST", "127.0.0.1").strip() or "127.0.0.1",
         port=port,
         shutdown_grace_seconds=grace,
+        workers=workers,
+        intra_op_threads=threads,
+        reuse_port="EDGEMODEL_WORKER_INDEX" in env,
     )
+
+
+def _count(
+    env: Mapping[str, str], name: str, default: str, auto: Callable[[], int], low: int = 1
+) -> int:
+    raw = env.get(name, default).strip().lower()
+    if raw == "auto":
+        return auto()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not low <= value <= 256:
+        raise ConfigError(f"{name} must be auto or a number {low}..256, got {raw!r}")
+    return value
