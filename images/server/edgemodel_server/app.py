@@ -533,7 +533,7 @@ class _BufferedHandler(Handler):
 
 def create_server(config: ServerConfig, registry: metrics.Metrics | None = None) -> ModelServer:
     """Bind the server (port 0 picks a free one) and start loading the model in a thread."""
-    registry = registry if registry is not None else metrics.Metrics()
+    registry = registry if registry is not None else metrics.Metrics(config.worker)
     model = ServedModel(config, registry)
     server = ModelServer(config, model, registry)
     threading.Thread(target=model.load, name="model-loader", daemon=True).start()

@@ -36,6 +36,7 @@ class ServerConfig:
     workers: int = 1  # server processes sharing the port (workers.py)
     intra_op_threads: int = 0  # onnxruntime threads per session; 0: onnxruntime's default
     reuse_port: bool = False  # SO_REUSEPORT on the listening socket (set in workers)
+    worker: str | None = None  # this worker's index when several share the port
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -94,6 +95,7 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         workers=workers,
         intra_op_threads=threads,
         reuse_port="EDGEMODEL_WORKER_INDEX" in env,
+        worker=env.get("EDGEMODEL_WORKER_INDEX"),
     )
 
 

@@ -63,26 +63,31 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
         config.model_name, config.model_path, config.accelerator, config.host, port,
         config.workers, threads,
     )  # fmt: skip
-    stopping: list[int] = []
+    asked: list[int] = []  # signals received: a stop that was asked for
+    failed: list[int] = []  # a worker's own exit: a stop that was not
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        stopping.append(signum)
+    def forward(signum: int) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        asked.append(signum)
+        forward(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     while any(child.poll() is None for child in children):
-        exited = [c for c in children if c.returncode is not None]
-        if exited and not stopping:  # one worker ended on its own: end them all
-            status = next((c.returncode for c in exited if c.returncode), 0) or 1
-            log.error("A worker exited with status %s; stopping the others", exited[0].returncode)
-            forward(signal.SIGTERM, None)
+        exited = [c.returncode for c in children if c.returncode is not None]
+        if exited and not asked and not failed:  # one worker ended on its own: end them all
+            failed.append(exited[0])
+            log.error("A worker exited with status %s; stopping the others", exited[0])
+            forward(signal.SIGTERM)
         time.sleep(0.1)
-    if stopping:
-        status = max((c.returncode for c in children if c.returncode and c.returncode > 0),
-                     default=0)  # fmt: skip
+    codes = [c.returncode for c in children]
+    if failed:
+        status = failed[0] if failed[0] > 0 else 1  # killed by a signal counts as a failure
+    else:
+        status = max((code for code in codes if code > 0), default=0)
     log.info("Stopped")
     return status
