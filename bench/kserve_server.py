@@ -28,19 +28,32 @@ class OnnxModel(kserve.Model):  # type: ignore[misc]
         self.ready = True
         return self.ready
 
+    def __getstate__(self) -> dict[str, Any]:
+        # With --workers above 1 KServe pickles the model into each worker process: the
+        # session cannot be pickled, so every worker makes its own on first use.
+        return {**self.__dict__, "session": None}
+
     def predict(self, payload: InferRequest, headers: Any = None, response_headers: Any = None
                 ) -> InferResponse:  # fmt: skip
+        if self.session is None:
+            self.load()
         feeds = {tensor.name: tensor.as_numpy() for tensor in payload.inputs}
         wanted = payload.request_outputs or []
         names = [o.name for o in wanted] or [o.name for o in self.session.get_outputs()]
         binary = {o.name: bool((o.parameters or {}).get("binary_data")) for o in wanted}
         outputs = []
         for name, value in zip(names, self.session.run(names, feeds), strict=True):
-            out = InferOutput(name=name, shape=list(value.shape), datatype=from_np_dtype(value.dtype))
+            out = InferOutput(
+                name=name, shape=list(value.shape), datatype=from_np_dtype(value.dtype)
+            )
             out.set_data_from_numpy(value, binary_data=binary.get(name, False))
             outputs.append(out)
-        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs,
-                             requested_outputs=wanted or None)  # fmt: skip
+        return InferResponse(
+            response_id=payload.id or "",
+            model_name=self.name,
+            infer_outputs=outputs,
+            requested_outputs=wanted or None,
+        )
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
 
         return suite_optimize
     if name == "serving":
-        from local_suites import suite_serving
+        from serving_suite import suite_serving
 
         return suite_serving
     if name == "update-bytes":

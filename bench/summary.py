@@ -115,22 +115,9 @@ def _optimize(f: dict[str, Any]) -> list[str]:
 
 
 def _serving(f: dict[str, Any]) -> list[str]:
-    rows = []
-    for conc, case in f["results"].items():
-        for path, v in case.items():
-            rows.append(
-                [conc.split("_")[1], path, v["ms_p50"], v["ms_p99"], v["requests_per_s"],
-                 v.get("added_ms_p50", "-")]
-            )  # fmt: skip
-    return [
-        f"{f['server']}; {f['model']}; {f['client']}.",
-        "",
-        *table(
-            ["concurrency", "path", "p50 (ms)", "p99 (ms)", "requests/s", "added p50 (ms)"], rows
-        ),
-        "",
-        f"KServe: {f['kserve']}.",
-    ]
+    from tables import serving_lines
+
+    return serving_lines(f)
 
 
 def _update_bytes(f: dict[str, Any]) -> list[str]:

@@ -125,3 +125,53 @@ def optimize_lines(f: dict[str, Any]) -> list[str]:
         for model, m in f["models"].items()
     ]
     return head + body + ["", *data]
+
+
+def serving_lines(f: dict[str, Any]) -> list[str]:
+    results = f["results"]
+    names = list(results)
+    rows = []
+    for case in next(iter(results.values())):
+        kind, conc = case.split("_c")
+        for name in names:
+            r = results[name][case]
+            cmp = f.get("comparison", {}).get(case) if name == "edgemodel" else None
+            verdict = ""
+            if cmp:
+                mine, theirs = cmp["p99_ms_ours_vs_kserve"]
+                verdict = (f"{cmp['throughput_x_vs_best_kserve']}x the best KServe; p99 "
+                           f"{'lower' if mine < theirs else 'higher'} "
+                           f"({'goal reached' if cmp['reached'] else 'goal missed'})")  # fmt: skip
+            rows.append([conc, kind, name, r["requests_per_s"], r["ms_p50"], r["ms_p99"], verdict])
+    direct = f["direct_onnxruntime"]
+    collapse = ", ".join(
+        f"{kind}: {'none' if ok else 'throughput falls'}" for kind, ok in f["no_collapse"].items()
+    )
+    sizes = f.get("installed_bytes", {})
+    lines = [
+        f"{f['model']}; {f['cores']} usable cores. Ours: {f['servers']['edgemodel']}. KServe: "
+        f"{f['servers']['kserve']}. Load: {f['load']}.",
+        "",
+        *table(
+            [
+                "concurrency",
+                "tensors",
+                "server",
+                "requests/s",
+                "p50 (ms)",
+                "p99 (ms)",
+                "ours vs KServe (goal: >= 3x, lower p99)",
+            ],
+            rows,
+        ),
+        "",
+        f"onnxruntime called in-process: p50 {direct['ms_p50']} ms, p99 {direct['ms_p99']} ms "
+        f"per inference. Ours from concurrency 1 to 8 (collapse?): {collapse}.",
+    ]
+    if sizes:
+        lines += [
+            "",
+            f"Installed size: ours {sizes['edgemodel'] / 1e6:.0f} MB, KServe "
+            f"{sizes['kserve'] / 1e6:.0f} MB ({sizes['note']})",
+        ]
+    return lines
