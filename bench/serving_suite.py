@@ -152,13 +152,15 @@ def suite_serving(size: str, work: Path) -> dict[str, Any]:
     from edgemodel_server.workers import usable_cpus
 
     cores = usable_cpus()
-    python = ensure()
+    with_kserve = os.environ.get("BENCH_KSERVE", "1") != "0"  # 0: ours only (the smoke test)
+    python = ensure() if with_kserve else None
     servers: list[Server] = []
     try:
         servers.append(_ours(model.model, work))
-        servers.append(_kserve(python, model.model, work, 1))
-        if cores > 1:
-            servers.append(_kserve(python, model.model, work, cores))
+        if python is not None:
+            servers.append(_kserve(python, model.model, work, 1))
+            if cores > 1:
+                servers.append(_kserve(python, model.model, work, cores))
         for server in servers:
             _check(server.port, row, want)
             for kind in KINDS:  # warm every worker and path up; not measured
@@ -180,7 +182,7 @@ def suite_serving(size: str, work: Path) -> dict[str, Any]:
                for name, cases in raw.items()}  # fmt: skip
     ours = results["edgemodel"]
     comparison: dict[str, Any] = {}
-    for case in ours:
+    for case in ours if python is not None else ():
         best = max((r[case] for n_, r in results.items() if n_ != "edgemodel"),
                    key=lambda r: r["requests_per_s"])  # fmt: skip
         x_rps = rounded(ours[case]["requests_per_s"] / best["requests_per_s"], 2)
@@ -203,7 +205,9 @@ def suite_serving(size: str, work: Path) -> dict[str, Any]:
             f"= {cores} processes on one port (SO_REUSEPORT)",
             "kserve": f"kserve {KSERVE_VERSION} ModelServer (uvicorn) with an onnxruntime "
             "kserve.Model (bench/kserve_server.py), in its own venv; 1 worker (its "
-            f"default) and {cores} workers",
+            f"default) and {cores} workers"
+            if python
+            else "not run in this run (BENCH_KSERVE=0)",
         },
         "load": f"bench/loadgen.py in its own process, kept-alive connections, "
         f"{n['requests']} requests per case and run, {n['repeats']} repeat(s) with the "
@@ -215,7 +219,7 @@ def suite_serving(size: str, work: Path) -> dict[str, Any]:
         "no_collapse": no_collapse,
         "installed_bytes": {
             "edgemodel": ours_env,
-            "kserve": size_bytes(python.parent.parent),
+            "kserve": size_bytes(python.parent.parent) if python else None,
             "note": "installed Python packages of each server (our server, onnxruntime, numpy, "
             "protobuf, flatbuffers; KServe's whole venv), not images: no image was "
             "built in this run. Our cpu image measured 104.6 MB compressed "

@@ -172,6 +172,7 @@ def serving_lines(f: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Installed size: ours {sizes['edgemodel'] / 1e6:.0f} MB, KServe "
-            f"{sizes['kserve'] / 1e6:.0f} MB ({sizes['note']})",
+            + (f"{sizes['kserve'] / 1e6:.0f} MB" if sizes.get("kserve") else "not installed")
+            + f" ({sizes['note']})",
         ]
     return lines
