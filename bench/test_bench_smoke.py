@@ -73,3 +73,22 @@ def test_serving_suite_measures_our_server(tmp_path: Path, monkeypatch: pytest.M
 def test_cluster_suites_at_tiny_size(tmp_path: Path, suite: str) -> None:
     figures = run(suite, tmp_path)
     assert {"fleet": "median", "rollback": "runs", "footprint": "rows"}[suite] in figures
+
+
+def test_readme_blocks_are_what_the_committed_results_give(tmp_path: Path) -> None:
+    """README's generated performance blocks match bench/results/*.json, and a block typed
+    by hand is found and put right."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    script = Path(__file__).resolve().parent / "readme.py"
+    check = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    text = readme.read_text()
+    assert "<!-- bench:optimize:start -->" in text and "<!-- bench:serving:start -->" in text
+    edited = tmp_path / "README.md"
+    edited.write_text(text.replace("<!-- bench:serving:start -->\n",
+                                   "<!-- bench:serving:start -->\n10x faster!\n", 1))  # fmt: skip
+    args = [sys.executable, str(script), "--readme", str(edited)]
+    assert subprocess.run([*args, "--check"], capture_output=True, timeout=60).returncode == 1
+    assert subprocess.run(args, capture_output=True, timeout=60).returncode == 0
+    assert edited.read_text() == text
