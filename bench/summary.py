@@ -152,12 +152,15 @@ def render(out: Path) -> str:
             continue
         doc = json.loads(path.read_text())
         m = doc["machine"]
-        machine_line = machine_line or (
+        this_machine = (
             f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
             f"Linux {m['kernel']}, Python {m['python']}, onnxruntime "
             f"{m['versions'].get('onnxruntime', '?')}, kopf {m['versions'].get('kopf', '?')}."
         )
+        machine_line = machine_line or this_machine
         lines += [f"## {name} ({doc['size']}, {doc['duration_s']:.0f} s)", ""]
+        if this_machine != machine_line:  # suites run at another time, on another machine
+            lines += [this_machine, ""]
         figures = doc["figures"]
         if doc["status"] == "error":
             lines.append(f"Failed: {figures['error']}")

@@ -127,8 +127,9 @@ def test_many_connections_at_once_all_get_answers(
 
 
 def test_worker_settings() -> None:
-    assert load_config({}).workers == 1
-    assert load_config({"EDGEMODEL_WORKERS": "auto"}).workers == usable_cpus() >= 1
+    assert load_config({}).workers == usable_cpus() >= 1  # auto: a process per core on CPU
+    assert load_config({"EDGEMODEL_ACCELERATOR": "gpu"}).workers == 1
+    assert load_config({"EDGEMODEL_WORKERS": "1"}).workers == 1
     assert load_config({"EDGEMODEL_WORKERS": "3"}).workers == 3
     for bad in ("0", "many", "999"):
         with pytest.raises(ConfigError, match="EDGEMODEL_WORKERS"):

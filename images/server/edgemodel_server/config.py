@@ -81,7 +81,10 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         raise ConfigError(
             f"EDGEMODEL_SHUTDOWN_GRACE_SECONDS must be 0..3600 seconds, got {raw_grace!r}"
         )
-    workers = _count(env, "EDGEMODEL_WORKERS", "1", auto=usable_cpus)
+    # auto: a process per usable core on CPU; one on a GPU or NPU, which every process
+    # would load the model onto again.
+    workers = _count(env, "EDGEMODEL_WORKERS", "auto",
+                     auto=lambda: usable_cpus() if accelerator == "cpu" else 1)  # fmt: skip
     threads = _count(env, "EDGEMODEL_INTRA_OP_THREADS", "0", auto=lambda: 0, low=0)
     return ServerConfig(
         model_name=name,
