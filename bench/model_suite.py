@@ -13,6 +13,9 @@ is missed.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 import traceback
@@ -170,6 +173,34 @@ def _latencies(sessions: dict[str, ort.InferenceSession], feed: dict[str, Any], 
     return out
 
 
+def _openvino(paths: dict[str, Path], feed: dict[str, Any], n: dict[str, Any],
+              work: Path) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Latency of each variant on OpenVINO's execution provider (CPU device), what the npu
+    profile's images run, measured in OpenVINO's own venv; {} with BENCH_OPENVINO=0."""
+    if os.environ.get("BENCH_OPENVINO", "1") == "0":
+        return {}
+    from openvino_env import ensure
+
+    try:
+        python = ensure()
+    except RuntimeError as err:
+        return {name: {"error": str(err)} for name in paths}
+    work.mkdir(parents=True, exist_ok=True)
+    feed_file = work / "feed.npz"
+    np.savez(feed_file, **feed)
+    argv = [str(python), str(Path(__file__).resolve().parent / "ov_latency.py"), str(feed_file),
+            str(n["rounds"]), str(n["runs"]), *(f"{k}={v}" for k, v in paths.items())]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        error = proc.stderr.strip().replace(str(work), "<work>")[-300:]
+        return {name: {"error": error} for name in paths}
+    result: dict[str, dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for figures in result.values():
+        if "error" in figures:
+            figures["error"] = figures["error"].replace(str(work), "<work>")
+    return result
+
+
 def _goals(case: Case, name: str, row: dict[str, Any], dot: bool) -> dict[str, Any]:
     checks: dict[str, Any] = {}
     if name == "int8":
@@ -207,6 +238,7 @@ def suite_optimize(size: str, work: Path) -> dict[str, Any]:
         sessions = {k: _session(v.path) for k, v in made.items()}
         feed, _ = next(iter(case.evaluation.head(1).batches(sessions["fp32"].get_inputs(), 1)))
         times = _latencies(sessions, feed, n["runs"], n["rounds"])
+        openvino = _openvino({k: v.path for k, v in made.items()}, feed, n, work / case.name)
         rows: dict[str, Any] = {}
         base_metric = None
         for name in VARIANTS:
@@ -225,6 +257,9 @@ def suite_optimize(size: str, work: Path) -> dict[str, Any]:
                 "metric": rounded(value, 4),
                 "task": {k: rounded(v, 4) for k, v in task.items()},
             }
+            ov = openvino.get(name)
+            if ov is not None:
+                row["openvino"] = ov
             if name != "fp32":
                 result = gate.evaluate(case.model, variant.path, case.evaluation, name)
                 verdict = gate.check(result, Thresholds())
@@ -237,6 +272,9 @@ def suite_optimize(size: str, work: Path) -> dict[str, Any]:
             row["smaller_x"] = rounded(base["bytes"] / row["bytes"], 2)
             row["smaller_pct"] = rounded(100 * (1 - row["bytes"] / base["bytes"]), 1)
             row["faster_x"] = rounded(base["ms_p50"] / row["ms_p50"], 2)
+            ov, ov_base = row.get("openvino", {}), base.get("openvino", {})
+            if "ms_p50" in ov and "ms_p50" in ov_base:
+                ov["faster_x"] = rounded(ov_base["ms_p50"] / ov["ms_p50"], 2)
             diff = row["metric"] - base["metric"]
             row["metric_drop"] = rounded(-diff if case.higher_is_better else diff, 4)
             row["goals"] = _goals(case, name, row, cpu["int8_dot_product"])
@@ -255,6 +293,8 @@ def suite_optimize(size: str, work: Path) -> dict[str, Any]:
             f"{v.get('metric', v.get('error'))}" for k, v in rows.items()))  # fmt: skip
     return {
         "provider": "CPUExecutionProvider, onnxruntime's default threads (one per core)",
+        "openvino": "OpenVINOExecutionProvider (onnxruntime-openvino 1.24.1, device CPU, its own "
+        "venv), the npu profile's provider measured on this x86 CPU; same rounds",
         "latency": f"batch 1, {n['rounds']} alternating rounds x {n['runs']} runs per variant",
         "cpu_int8": cpu,
         "goals": {"int8": INT8_GOAL, "int4": INT4_GOAL},

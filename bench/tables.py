@@ -80,18 +80,22 @@ def optimize_rows(f: dict[str, Any]) -> list[list[Any]]:
         for name, row in m["variants"].items():
             if "error" in row:
                 rows.append([model, name, "could not be made: " + row["error"][:160],
-                             "", "", "", "", ""])  # fmt: skip
+                             "", "", "", "", "", ""])  # fmt: skip
                 continue
             gate = row.get("gate")
             gate_cell = "" if gate is None else (
                 f"{'pass' if gate['passed'] else 'fail'} ({gate['metric'].replace('_', ' ')} "
                 f"{gate['value']:.4g})"
             )  # fmt: skip
+            ov = row.get("openvino") or {}
+            ov_cell = (f"{ov['ms_p50']:.3g} ({ov.get('faster_x', '-')}x)" if "ms_p50" in ov
+                       else "fails: " + ov["error"][:110] if "error" in ov else "")  # fmt: skip
             rows.append([
                 model,
                 f"{name} ({row['method']})",
                 f"{row['bytes']:,} ({row['smaller_x']}x)",
                 f"{row['ms_p50']:.3g} / {row['ms_p99']:.3g} ({row['faster_x']}x)",
+                ov_cell,
                 f"{m['metric']}{arrow} {row['metric']:.4g}",
                 f"{row['metric_drop']:+.4f}" if name != "fp32" else "",
                 gate_cell,
@@ -104,7 +108,9 @@ def optimize_lines(f: dict[str, Any]) -> list[str]:
     cpu = f["cpu_int8"]
     goals = f["goals"]
     head = [
-        f"onnxruntime {f['provider']}; latency {f['latency']}. CPU int8 support: "
+        f"onnxruntime {f['provider']}; latency {f['latency']}. "
+        + (f"OpenVINO: {f['openvino']}. " if f.get("openvino") else "")
+        + "CPU int8 support: "
         f"{', '.join(cpu['flags']) or 'none found'} (int8 dot product: "
         f"{'yes' if cpu['int8_dot_product'] else 'no'}). Goals: int8 >= "
         f"{goals['int8']['smaller_x']}x smaller, >= {goals['int8']['faster_x']}x faster "
@@ -115,8 +121,8 @@ def optimize_lines(f: dict[str, Any]) -> list[str]:
         "",
     ]
     body = table(
-        ["model", "variant", "bytes (x smaller)", "p50 / p99 ms (x faster)", "task metric",
-         "drop", "gate", "goal"],
+        ["model", "variant", "bytes (x smaller)", "CPU EP p50 / p99 ms (x faster)",
+         "OpenVINO p50 ms (x faster)", "task metric", "drop", "gate", "goal"],
         optimize_rows(f),
     )  # fmt: skip
     data = [
