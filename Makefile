@@ -39,8 +39,14 @@ helm: ## Build the pinned Helm 3 into ~/.cache (once)
 chart-crds: ## Copy crds/ into the Helm chart (run after changing the CRD)
 	@hack/sync-chart-crds.sh
 
+ACCELERATORS ?= cpu,gpu,npu
+PLATFORMS ?= amd64,arm64
+.PHONY: images
+images: deps venv ## Build and publish the model-server images, one multi-arch index per accelerator, to REGISTRY (default: the local registry); ACCELERATORS=cpu,gpu,npu PLATFORMS=amd64,arm64
+	@PY=$(PY) ACCELERATORS=$(ACCELERATORS) PLATFORMS=$(PLATFORMS) hack/images.sh
+
 .PHONY: cluster-up
-cluster-up: deps tools ## Start the local edge cluster (reuses a running one); FLEET=gpu=3,npu=3,cpu=6
+cluster-up: deps tools ## Start the local edge cluster (reuses a running one); FLEET=gpu=3,npu=3,cpu=6 REAL_NODES=1
 	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
 
 .PHONY: cluster-down

@@ -49,7 +49,8 @@ class BenchCluster:
 
     def up(self) -> float:
         t0 = time.monotonic()
-        self._devcluster("up", f"--fleet={self.fleet}")
+        # Simulated nodes only: the real node belongs to the shared cluster (one per machine).
+        self._devcluster("up", f"--fleet={self.fleet}", "--real-nodes=0")
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      "crd/edgemodels.edgeai.dev")  # fmt: skip

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries from Go modules at pinned versions into a cache
 # outside the checkout, keyed by version: kube-apiserver, kube-controller-manager,
-# kube-scheduler and kubectl (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3) and
-# kwok. A second run finds them and returns at once.
+# kube-scheduler, kubectl, and kubelet and kube-proxy for the real worker nodes
+# (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3) and kwok. A second run finds them
+# and returns at once; a binary added to the list later is built on its own.
 #
 #   hack/build-tools.sh          # prints "<k8s dir>:<kwok dir>:<etcd dir>"
 set -euo pipefail
@@ -14,16 +15,17 @@ CACHE_ROOT=${EDGEMODEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgemodel-operator
 OUT="$CACHE_ROOT/k8s-$K8S_VERSION"
 KWOK_OUT="$CACHE_ROOT/kwok-$KWOK_VERSION"
 ETCD_OUT="$CACHE_ROOT/etcd-$ETCD_VERSION"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { echo "build-tools: $*" >&2; }
 
 command -v go >/dev/null || { log "Go is required (https://go.dev) and was not found on PATH"; exit 1; }
 
-have_all() { for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
+missing=()
+for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
 
-if ! have_all; then
-  log "building Kubernetes $K8S_VERSION (first run only; several minutes on two cores)"
+if [ ${#missing[@]} -gt 0 ]; then
+  log "building ${missing[*]} of Kubernetes $K8S_VERSION (first run only; minutes on two cores)"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   cd "$work"
@@ -45,18 +47,11 @@ if ! have_all; then
     done
     echo ")"
   } > go.mod
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for b in "${missing[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; done
+    printf ')\n'
+  } > tools.go
   GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
   GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
@@ -65,12 +60,14 @@ GO
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  mkdir -p "$OUT.tmp"
-  for b in "${BINARIES[@]}"; do
+  mkdir -p "$OUT"
+  for b in "${missing[@]}"; do
     log "go build $b"
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $ldflags" -o "$OUT.tmp/$b" "k8s.io/kubernetes/cmd/$b"
+    # Each binary is written beside its final name and renamed: an interrupted build never
+    # leaves a half-written binary that a later run would take for a finished one.
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $ldflags" -o "$OUT/.$b.tmp" "k8s.io/kubernetes/cmd/$b"
+    mv "$OUT/.$b.tmp" "$OUT/$b"
   done
-  rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
   cd / && rm -rf "$work" && trap - EXIT
 fi
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """A real local edge cluster: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK simulating a fleet of GPU, NPU and CPU nodes.
+kube-scheduler, KWOK simulating a fleet of GPU, NPU and CPU nodes, and real worker nodes
+(kubelet + containerd, see realnode.py) that pull images from a local registry and run
+them for real.
 
-Everything binds to 127.0.0.1. Standard library only, so it runs before any venv.
+The control plane binds to 127.0.0.1; a real node's kubelet listens on its pod bridge
+only. Standard library only, so it runs before any venv.
 
-    devcluster.py up [--fleet gpu=3,npu=3,cpu=6]   start (or reuse) and create the fleet
+    devcluster.py up [--fleet gpu=3,npu=3,cpu=6] [--real-nodes 1]
+                                                    start (or reuse) and create the fleet
     devcluster.py status                            print what runs and the nodes
     devcluster.py down                              stop everything and delete the state
 
@@ -30,6 +34,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import imagekit
+import realnode
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLEET = "gpu=3,npu=3,cpu=6"
@@ -73,6 +80,7 @@ class Layout:
     kwok_dir: Path
     etcd_dir: Path
     ports: Ports
+    port_base: int = 16400
 
     @property
     def pki(self) -> Path:
@@ -159,11 +167,12 @@ def make_pki(pki: Path) -> None:
     if (pki / "done").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
-    openssl(
-        "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-days", "3650",
-        "-subj", "/CN=edgemodel-devcluster-ca", "-out", str(pki / "ca.crt"),
-    )  # fmt: skip
+    if not (pki / "ca.crt").exists():
+        openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
+        openssl(
+            "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-days", "3650",
+            "-subj", "/CN=edgemodel-devcluster-ca", "-out", str(pki / "ca.crt"),
+        )  # fmt: skip
     sans = "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
     sans += "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
     certs = {
@@ -172,9 +181,17 @@ def make_pki(pki: Path) -> None:
         "controller-manager": ("/CN=system:kube-controller-manager", None, "clientAuth"),
         "scheduler": ("/CN=system:kube-scheduler", None, "clientAuth"),
         "kwok": ("/O=system:masters/CN=kwok-controller", None, "clientAuth"),
+        # The apiserver's identity towards the real nodes' kubelets (logs, exec).
+        "apiserver-kubelet-client": (
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            None,
+            "clientAuth",
+        ),
     }
     for name, (subject, san, usage) in certs.items():
         key, csr, crt = (pki / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+        if crt.exists():
+            continue
         openssl("genrsa", "-out", str(key), "2048")
         openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
         ext = pki / f"{name}.ext"
@@ -420,6 +437,14 @@ def ensure_fleet(layout: Layout, fleet: dict[str, int]) -> int:
     return len(nodes)
 
 
+def ensure_runtime_classes(layout: Layout) -> None:
+    """RuntimeClass nvidia, as the GPU Operator or K3s create it on a site with NVIDIA GPUs:
+    GPU pods name it, and would be refused without it (the simulated Jetsons run nothing)."""
+    runtime_class = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                     "metadata": {"name": "nvidia"}, "handler": "nvidia"}  # fmt: skip
+    kubectl(layout, "apply", "-f", "-", stdin=json.dumps(runtime_class))
+
+
 def wait_fleet_ready(layout: Layout, expected: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     ready = 0
@@ -481,7 +506,7 @@ def running_components(layout: Layout) -> dict[str, int | None]:
     return {c: pid_alive(layout, c) for c in COMPONENTS}
 
 
-def up(layout: Layout, fleet: dict[str, int]) -> None:
+def up(layout: Layout, fleet: dict[str, int], real_nodes: int = 0) -> None:
     t0 = time.monotonic()
     check_prerequisites(layout)
     running = running_components(layout)
@@ -494,13 +519,38 @@ def up(layout: Layout, fleet: dict[str, int]) -> None:
         check_ports_free(layout.ports)
         start_control_plane(layout)
     write_env(layout)
+    ensure_runtime_classes(layout)
     total = ensure_fleet(layout, fleet)
     wait_fleet_ready(layout, total, timeout=120 + total / 10)
     wait_default_serviceaccount(layout, timeout=60)
+    real = start_real_nodes(layout, real_nodes)
     log(
-        f"cluster is up in {time.monotonic() - t0:.1f}s with {total} nodes; "
-        f"kubeconfig: {layout.kubeconfig}"
+        f"cluster is up in {time.monotonic() - t0:.1f}s with {total} simulated nodes"
+        f"{' and real ' + ', '.join(real) if real else ''}; kubeconfig: {layout.kubeconfig}"
     )
+
+
+def _kubectl_for(layout: Layout):  # type: ignore[no-untyped-def]
+    return lambda *args, stdin=None: kubectl(layout, *args, stdin=stdin)
+
+
+def start_real_nodes(layout: Layout, count: int) -> list[str]:
+    """Real kubelet + containerd nodes, pulling from the image kit's registry (started
+    here when it does not run; `down` stops it again)."""
+    if count <= 0:
+        return []
+    kit = imagekit.layout()
+    try:
+        if not imagekit.registry_ready(kit):
+            imagekit.cmd_up(kit)
+            (layout.state / "started-imagekit").write_text("")
+        return realnode.up(
+            count, cluster_state=layout.state, port_base=layout.port_base,
+            bin_dir=layout.bin_dir, pki=layout.pki, apiserver_port=layout.ports.apiserver,
+            registry=kit.registry, kubectl=_kubectl_for(layout),
+        )  # fmt: skip
+    except (imagekit.KitError, realnode.NodeError) as err:
+        raise ClusterError(str(err)) from err
 
 
 def write_env(layout: Layout) -> None:
@@ -551,6 +601,11 @@ def start_control_plane(layout: Layout) -> None:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # The "kubernetes" Service cannot point at a loopback address; nothing here needs it.
         "--endpoint-reconciler-type=none",
+        # Real nodes: reach their kubelets by InternalIP (their pod bridge), as the client
+        # their authorization webhook trusts.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
         "--profiling=false", "--max-requests-inflight=800", "--max-mutating-requests-inflight=400",
     ])  # fmt: skip
     tls = admin_tls(layout)
@@ -601,9 +656,9 @@ def start_control_plane(layout: Layout) -> None:
     wait_until(layout, "kwok", lambda: http_ok(f"http://127.0.0.1:{p.kwok}/healthz"), 30)
 
 
-def down(layout: Layout, quiet: bool = False) -> None:
+def stop_components(layout: Layout, components: tuple[str, ...]) -> list[str]:
     stopped = []
-    for component in reversed(COMPONENTS):
+    for component in components:
         pid = pid_alive(layout, component)
         if pid:
             with contextlib.suppress(ProcessLookupError):
@@ -616,10 +671,27 @@ def down(layout: Layout, quiet: bool = False) -> None:
         if pid_alive(layout, component):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+    return [c for c, _ in stopped]
+
+
+def down(layout: Layout, quiet: bool = False) -> None:
+    # The controllers and kwok first: nothing may recreate the pods that the real nodes
+    # tear down next, through the apiserver, which stops last.
+    stopped = stop_components(layout, ("kwok", "kube-scheduler", "kube-controller-manager"))
+    api = pid_alive(layout, "kube-apiserver") is not None and layout.kubeconfig.exists()
+    real = realnode.down(
+        cluster_state=layout.state, port_base=layout.port_base, bin_dir=layout.bin_dir,
+        kubectl=_kubectl_for(layout) if api else None,
+    )  # fmt: skip
+    stopped += real
+    stopped += stop_components(layout, ("kube-apiserver", "etcd"))
+    if (layout.state / "started-imagekit").exists():
+        with contextlib.suppress(imagekit.KitError):
+            imagekit.cmd_down(imagekit.layout())
     shutil.rmtree(layout.etcd_data, ignore_errors=True)
     shutil.rmtree(layout.state, ignore_errors=True)
     if not quiet:
-        log(f"stopped {', '.join(c for c, _ in stopped) or 'nothing (no cluster was running)'}")
+        log(f"stopped {', '.join(stopped) or 'nothing (no cluster was running)'}")
 
 
 def status(layout: Layout) -> int:
@@ -628,10 +700,19 @@ def status(layout: Layout) -> int:
         print(f"{component:<24} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
     if not all(running.values()):
         return 1
-    print(f"\nKUBECONFIG={layout.kubeconfig}   (or: source {layout.state / 'env'})\n")
-    print(kubectl(layout, "get", "nodes", "-L", "edgeai.dev/accelerator,kubernetes.io/arch,"
-                  "node.kubernetes.io/instance-type"), end="")  # fmt: skip
-    return 0
+    healthy = True
+    for name, procs in realnode.status(layout.state, layout.port_base):
+        for binary, pid in procs.items():
+            healthy = healthy and pid is not None
+            state = f"running (pid {pid})" if pid else "stopped"
+            print(f"{name + ' ' + binary:<24} {state}")
+    print(f"\nKUBECONFIG={layout.kubeconfig}   (or: source {layout.state / 'env'})")
+    columns = "edgeai.dev/accelerator,kubernetes.io/arch,node.kubernetes.io/instance-type"
+    for title, selector in (("Real nodes (kubelet + containerd)", "type!=kwok"),
+                            ("Simulated nodes (KWOK)", "type=kwok")):  # fmt: skip
+        print(f"\n{title}:")
+        print(kubectl(layout, "get", "nodes", "-l", selector, "-L", columns), end="")
+    return 0 if healthy else 1
 
 
 def built_tool_dirs() -> list[str]:
@@ -654,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--fleet", default=os.environ.get("FLEET") or DEFAULT_FLEET,
                         help=f"nodes per accelerator (default {DEFAULT_FLEET})")  # fmt: skip
+    real_default = int(os.environ.get("REAL_NODES") or 1)
+    parser.add_argument("--real-nodes", type=int, default=real_default,
+                        help="real kubelet + containerd nodes (default 1; 0: none)")  # fmt: skip
     parser.add_argument("--bin-dir", default=os.environ.get("K8S_BIN_DIR", ""))
     parser.add_argument("--kwok-dir", default=os.environ.get("KWOK_DIR", ""))
     parser.add_argument("--etcd-dir", default=os.environ.get("ETCD_DIR", ""))
@@ -663,17 +747,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        state = Path(args.state_dir).resolve()
         if args.command == "up" and not (args.bin_dir and args.kwok_dir and args.etcd_dir):
             args.bin_dir, args.kwok_dir, args.etcd_dir = built_tool_dirs()
+        elif not args.bin_dir and (state / "bin" / "kubectl").exists():
+            args.bin_dir = str((state / "bin" / "kubectl").resolve().parent)  # what `up` used
+        if not 0 <= args.real_nodes <= 8:
+            raise ClusterError(f"REAL_NODES must be 0..8, got {args.real_nodes}")
         layout = Layout(
-            state=Path(args.state_dir).resolve(),
+            state=state,
             bin_dir=Path(args.bin_dir),
             kwok_dir=Path(args.kwok_dir),
             etcd_dir=Path(args.etcd_dir),
             ports=Ports.from_base(args.port_base),
+            port_base=args.port_base,
         )
         if args.command == "up":
-            up(layout, parse_fleet(args.fleet))
+            up(layout, parse_fleet(args.fleet), args.real_nodes)
         elif args.command == "down":
             down(layout)
         elif args.command == "kubeconfig":

@@ -3,7 +3,10 @@
 local Debian base image and the model server's wheels, for tests and local builds.
 
     imagekit.py up              start (or reuse) the podman Docker-API service and the registry
-    imagekit.py base            build the Debian bookworm base once (cached) and import it
+    imagekit.py base [--arch A] build the Debian bookworm base once (cached) and import it:
+                                localhost/edgemodel-base:bookworm (amd64) or ...-arm64
+    imagekit.py emulation       run arm64 programs (qemu 10 via binfmt_misc): arm64 builds
+                                and smoke tests; `emulation --off` removes the registration
     imagekit.py wheels [ACC..]  download the server's wheels per accelerator (default: cpu);
                                 `wheels operator`: the operator's own, for its image (Dockerfile)
     imagekit.py env             print DOCKER_HOST and EDGEMODEL_REGISTRY as shell exports
@@ -114,6 +117,16 @@ class Layout:
     @property
     def registry(self) -> str:
         return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def storage(self) -> Path:
+        """podman's images: kept in the cache across restarts, so builds reuse layers."""
+        return cache_root() / "imagekit" / "storage"
+
+    @property
+    def registry_data(self) -> Path:
+        """The registry's blobs and manifests: kept in the cache, like a site registry."""
+        return cache_root() / "imagekit" / "registry"
 
     def podman_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -257,8 +270,10 @@ def stop(pid_file: Path, name: str) -> None:
 
 def write_configs(lay: Layout) -> None:
     state = lay.state
-    for sub in ("storage", "run", "tmp", "registry", "networks"):
+    for sub in ("run", "tmp", "networks"):
         (state / sub).mkdir(parents=True, exist_ok=True)
+    lay.storage.mkdir(parents=True, exist_ok=True)
+    lay.registry_data.mkdir(parents=True, exist_ok=True)
     # The Docker API service runs containers with runc and cgroupfs, logs events to a
     # file and caps ulimits: what these machines (no systemd, a container's limits) need.
     (state / "containers.conf").write_text(
@@ -281,7 +296,7 @@ def write_configs(lay: Layout) -> None:
         "# Written by hack/imagekit.py: podman storage of its own, inside .imagekit/\n"
         "[storage]\n"
         'driver = "overlay"\n'
-        f'graphroot = "{state / "storage"}"\n'
+        f'graphroot = "{lay.storage}"\n'
         f'runroot = "{state / "run"}"\n'
     )
     (state / "registries.conf").write_text(
@@ -299,7 +314,7 @@ def write_configs(lay: Layout) -> None:
         "  level: warn\n"
         "storage:\n"
         "  filesystem:\n"
-        f"    rootdirectory: {state / 'registry'}\n"
+        f"    rootdirectory: {lay.registry_data}\n"
         "  delete:\n"
         "    enabled: true\n"
         "http:\n"
@@ -378,20 +393,15 @@ def cmd_down(lay: Layout) -> None:
                 capture_output=True,
                 check=False,
             )
-            subprocess.run(
-                ["podman", "system", "reset", "--force"],
-                env=lay.podman_env(),
-                capture_output=True,
-                check=False,
-            )
+        # The images (podman's storage) and the registry's content stay in the cache.
         with contextlib.suppress(FileNotFoundError):
             mounts = Path("/proc/self/mounts").read_text().splitlines()
             for line in reversed(mounts):
                 target = line.split()[1]
-                if target.startswith(str(lay.state) + "/"):
+                if target.startswith((f"{lay.state}/", f"{lay.storage}/")):
                     subprocess.run(["umount", "-l", target], capture_output=True, check=False)
         shutil.rmtree(lay.state, ignore_errors=True)
-        log("deleted .imagekit/")
+        log(f"deleted {lay.state} (images and the registry's content stay in {lay.storage.parent})")
 
 
 def cmd_env(lay: Layout) -> None:
@@ -448,7 +458,7 @@ def apt_mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def base_recipe() -> str:
+def base_recipe(arch: str = "amd64") -> str:
     """What the base is made of; its hash names the cached tarball."""
     return json.dumps(
         {
@@ -456,16 +466,20 @@ def base_recipe() -> str:
             "variant": "minbase",
             "include": BASE_PACKAGES,
             "trim": TRIM,
-            "arch": "amd64",
+            "arch": arch,
             "recipe": 1,
         },
         sort_keys=True,
     )
 
 
-def base_tarball() -> Path:
-    digest = hashlib.sha256(base_recipe().encode()).hexdigest()[:12]
+def base_tarball(arch: str = "amd64") -> Path:
+    digest = hashlib.sha256(base_recipe(arch).encode()).hexdigest()[:12]
     return cache_root() / f"base-{SUITE}-{digest}.tar"
+
+
+def base_image(arch: str) -> str:
+    return BASE_IMAGE if arch == "amd64" else f"{BASE_IMAGE}-{arch}"
 
 
 def build_rootfs(tarball: Path) -> None:
@@ -519,21 +533,22 @@ def build_rootfs(tarball: Path) -> None:
     log(f"cached the base rootfs ({size:.0f} MB) as {tarball} in {time.monotonic() - started:.0f}s")
 
 
-def cmd_base(lay: Layout) -> None:
+def cmd_base(lay: Layout, arch: str = "amd64") -> None:
     require("podman")
     require_root("imagekit base")
     if not (lay.state / "storage.conf").exists():
         raise KitError("the image kit is not up; run: hack/imagekit.py up")
-    tarball = base_tarball()
-    tagged = f"{BASE_IMAGE}-{tarball.stem.rsplit('-', 1)[-1]}"
+    tarball = base_tarball(arch)
+    name = base_image(arch)
+    tagged = f"{name}-{tarball.stem.rsplit('-', 1)[-1]}"
     env = lay.podman_env()
     exists = subprocess.run(["podman", "image", "exists", tagged], env=env, check=False)
     if exists.returncode == 0:
-        subprocess.run(["podman", "tag", tagged, BASE_IMAGE], env=env, check=True)
-        log(f"{BASE_IMAGE} is present")
+        subprocess.run(["podman", "tag", tagged, name], env=env, check=True)
+        log(f"{name} is present")
         return
     if not tarball.is_file():
-        build_rootfs(tarball)
+        build_rootfs(tarball) if arch == "amd64" else build_rootfs_arm64(tarball)
     started = time.monotonic()
     changes = [
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -541,7 +556,7 @@ def cmd_base(lay: Layout) -> None:
         'CMD ["python3"]',
         "LABEL org.opencontainers.image.description=Debian bookworm minbase with python3",
     ]
-    command = ["podman", "import"]
+    command = ["podman", "import", "--arch", arch, "--os", "linux"]
     for change in changes:
         command += ["--change", change]
     result = subprocess.run(
@@ -549,8 +564,108 @@ def cmd_base(lay: Layout) -> None:
     )
     if result.returncode != 0:
         raise KitError(f"podman import failed: {result.stderr.strip()}")
-    subprocess.run(["podman", "tag", tagged, BASE_IMAGE], env=env, check=True)
-    log(f"imported {BASE_IMAGE} in {time.monotonic() - started:.1f}s")
+    subprocess.run(["podman", "tag", tagged, name], env=env, check=True)
+    log(f"imported {name} in {time.monotonic() - started:.1f}s")
+
+
+# ---------------------------------------------------------------------------- arm64
+
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_NAME = "qemu-aarch64"  # the usual name: mmdebstrap looks for it
+# An ELF header of a 64-bit little-endian aarch64 executable, and which bytes must match.
+AARCH64_MAGIC = r"\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
+AARCH64_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+BACKPORTS = "bookworm-backports"
+
+
+def qemu_binary() -> Path:
+    """qemu-aarch64 from bookworm-backports (qemu 10; bookworm's 7.2 crashes importing
+    onnxruntime >= 1.28), downloaded once into the cache with a private apt setup."""
+    target = cache_root() / "qemu" / "qemu-aarch64-static"
+    if target.is_file():
+        return target
+    work = Path(tempfile.mkdtemp(prefix="qemu-", dir=cache_root()))
+    try:
+        (work / "lists" / "partial").mkdir(parents=True)
+        (work / "archives" / "partial").mkdir(parents=True)
+        sources = work / "sources.list"
+        sources.write_text(f"deb {apt_mirror()} {BACKPORTS} main\n")
+        options = [
+            f"-o=Dir::Etc::SourceList={sources}",
+            "-o=Dir::Etc::SourceParts=/dev/null",
+            f"-o=Dir::State::Lists={work / 'lists'}",
+            f"-o=Dir::Cache={work}",
+        ]
+        log(f"downloading qemu-user from {BACKPORTS}")
+        for command in (
+            ["apt-get", *options, "update"],
+            ["apt-get", *options, "download", f"qemu-user/{BACKPORTS}"],
+        ):
+            result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise KitError(f"{' '.join(command[:1] + command[-2:])} failed:\n{result.stderr}")
+        deb = next(work.glob("qemu-user_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "x" / "usr" / "bin" / "qemu-aarch64", target.with_suffix(".tmp"))
+        target.with_suffix(".tmp").chmod(0o755)
+        target.with_suffix(".tmp").rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def cmd_emulation(off: bool = False) -> None:
+    require_root("imagekit emulation")
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], check=False)
+    entry = BINFMT / BINFMT_NAME
+    if off:
+        if entry.exists():
+            entry.write_text("-1")
+            log("removed the arm64 emulation")
+        return
+    qemu = qemu_binary()
+    if entry.exists():
+        current = entry.read_text()
+        if "enabled" in current and f"interpreter {qemu}" in current:
+            log("arm64 emulation is on")
+            return
+        entry.write_text("-1")  # another qemu (bookworm's 7.2 crashes on onnxruntime)
+        log("replaced the host's qemu-aarch64 registration by qemu 10")
+    if not (BINFMT / "register").exists():
+        raise KitError("binfmt_misc is not available (mount -t binfmt_misc failed)")
+    # F: the kernel opens the (static) interpreter now, so containers need no copy of it.
+    line = f":{BINFMT_NAME}:M:0:{AARCH64_MAGIC}:{AARCH64_MASK}:{qemu}:FPC"
+    (BINFMT / "register").write_text(line)
+    log(f"arm64 programs now run under {qemu}")
+
+
+def build_rootfs_arm64(tarball: Path) -> None:
+    """mmdebstrap under emulation (several minutes, once): the same minbase as amd64."""
+    require("mmdebstrap")
+    cmd_emulation()
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(".partial.tar")
+    trim = " ".join(f'"$1"/{p}' for p in TRIM)
+    started = time.monotonic()
+    log(f"mmdebstrap {SUITE} arm64 (under emulation; several minutes, once)")
+    result = subprocess.run(
+        ["mmdebstrap", "--arch=arm64", "--variant=minbase",
+         "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+         f"--include={','.join(BASE_PACKAGES)}",
+         f"--customize-hook=rm -rf {trim}; mkdir -p \"$1\"/var/lib/apt/lists/partial "
+         "\"$1\"/var/cache/apt/archives/partial",
+         SUITE, str(partial), apt_mirror()],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        raise KitError(f"mmdebstrap arm64 failed (exit {result.returncode}):\n{tail}")
+    partial.rename(tarball)
+    size = tarball.stat().st_size / 1e6
+    log(f"cached the arm64 rootfs ({size:.0f} MB) in {time.monotonic() - started:.0f}s")
 
 
 # ---------------------------------------------------------------------------- wheels
@@ -651,8 +766,12 @@ def main(argv: list[str]) -> int:
         prog="imagekit.py", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("up", "base", "env", "status", "down"):
+    for name in ("up", "env", "status", "down"):
         sub.add_parser(name)
+    base = sub.add_parser("base")
+    base.add_argument("--arch", choices=["amd64", "arm64"], default="amd64")
+    emulation = sub.add_parser("emulation")
+    emulation.add_argument("--off", action="store_true")
     wheels = sub.add_parser("wheels")
     wheels.add_argument("accelerators", nargs="*", metavar="cpu|gpu|npu|operator")
     args = parser.parse_args(argv)
@@ -661,7 +780,9 @@ def main(argv: list[str]) -> int:
         if args.command == "up":
             cmd_up(lay)
         elif args.command == "base":
-            cmd_base(lay)
+            cmd_base(lay, args.arch)
+        elif args.command == "emulation":
+            cmd_emulation(args.off)
         elif args.command == "wheels":
             cmd_wheels(list(args.accelerators))
         elif args.command == "env":

@@ -7,6 +7,14 @@ PACKAGES=(openssl ca-certificates curl)
 # Engine API, runc runs the containers, netavark + iptables give them a network with
 # published ports, docker-registry is a local OCI registry, debootstrap makes the base.
 PACKAGES+=(podman runc netavark iptables docker-registry debootstrap)
+# arm64 images on x86 (hack/imagekit.py emulation, base --arch arm64): mmdebstrap makes the
+# arm64 base; qemu itself comes from bookworm-backports (bookworm's 7.2 crashes on
+# onnxruntime >= 1.28), downloaded into the cache, not installed.
+PACKAGES+=(mmdebstrap arch-test)
+# Real worker nodes (hack/realnode.py): containerd runs the pods, the CNI plugins give them
+# a bridge network, kube-proxy needs conntrack and ipset, kubelet's checks use the rest;
+# gcc builds the static pause binary of the sandbox image.
+PACKAGES+=(containerd containernetworking-plugins conntrack ipset socat ethtool ebtables gcc libc6-dev)
 # Data for the real edge models (tests/models): text rendered with these fonts for OCR,
 # speech from espeak-ng for voice activity detection.
 PACKAGES+=(fonts-dejavu-core fonts-liberation2 fonts-noto-mono espeak-ng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,13 +15,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
-from clusterkit import Cluster, wait_until  # noqa: E402
+from clusterkit import POOL_LABEL, POOL_TAINT, Cluster, publish_servers, wait_until  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """e2e: every test that needs real infrastructure (the cluster or the image kit)."""
     for item in items:
-        needs = set(getattr(item, "fixturenames", ())) & {"cluster", "imagekit", "helm"}
+        needs = set(getattr(item, "fixturenames", ())) & {
+            "cluster",
+            "imagekit",
+            "helm",
+            "server_images",
+        }
         if "/e2e/" in str(item.path) or needs:
             item.add_marker(pytest.mark.e2e)
 
@@ -48,6 +54,49 @@ def cluster() -> Iterator[Cluster]:
     yield Cluster(kubeconfig=ROOT / ".devcluster" / "kubeconfig", kubectl_path=k8s_dir / "kubectl")
     if started and not os.environ.get("DEVCLUSTER_KEEP"):
         _devcluster("down")
+
+
+@pytest.fixture(scope="session")
+def pool(cluster: Cluster) -> Iterator[list[str]]:
+    """The tests' own simulated nodes (3 GPU, 3 NPU, 6 CPU, like the default fleet), labeled
+    and tainted edgeai.dev/pool=e2e; created here and deleted at the end."""
+    sys.path.insert(0, str(ROOT / "hack"))
+    import devcluster
+
+    nodes = []
+    for accelerator, count in (("gpu", 3), ("npu", 3), ("cpu", 6)):
+        for i in range(count):
+            node = devcluster.node_manifest(f"e2e-{accelerator}-{i}",
+                                            devcluster.node_kinds(accelerator, i))  # fmt: skip
+            node["metadata"]["labels"][POOL_LABEL[0]] = POOL_LABEL[1]  # type: ignore[index]
+            node["spec"]["taints"] = [*node["spec"]["taints"], POOL_TAINT]  # type: ignore[index]
+            nodes.append(node)
+    existing = {n.metadata.name for n in cluster.core.list_node().items}
+    new = [n for n in nodes if n["metadata"]["name"] not in existing]  # type: ignore[index]
+    if new:
+        listed = {"apiVersion": "v1", "kind": "List", "items": new}
+        cluster.kubectl("create", "-f", "-", input=json.dumps(listed))
+    names = [str(n["metadata"]["name"]) for n in nodes]  # type: ignore[index]
+
+    def ready() -> bool:
+        found = {n.metadata.name: n for n in cluster.core.list_node(
+            label_selector="=".join(POOL_LABEL)).items}  # fmt: skip
+        return all(
+            any(c.type == "Ready" and c.status == "True" for c in found[n].status.conditions or [])
+            for n in names
+            if n in found
+        ) and len(found) == len(names)
+
+    wait_until(ready, timeout=60, what="the tests' simulated nodes to be Ready")
+    yield names
+    for name in [str(n["metadata"]["name"]) for n in new]:  # type: ignore[index]
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def server_images() -> str:
+    """The CPU model-server index (amd64 and arm64; E2E_PLATFORMS to narrow)."""
+    return publish_servers("cpu", os.environ.get("E2E_PLATFORMS", "amd64,arm64"))
 
 
 @pytest.fixture

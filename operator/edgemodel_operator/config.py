@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from edgemodel_operator import __version__
 from edgemodel_operator.api.accelerators import AcceleratorProfile, parse_profiles
 
-DEFAULT_SERVER_IMAGE = "edgemodel-server:0.1.0-{accelerator}"
+DEFAULT_SERVER_IMAGE = "edgemodel-server:" + __version__ + "-{accelerator}"
 
 
 class ConfigError(ValueError):
@@ -26,20 +27,26 @@ class Config:
     metrics_address: str = ""  # host:port of /metrics; empty: no metrics endpoint
     builds: BuildConfig | None = None  # None: no image builds, targets run server_image
     active_probe: bool = False  # probe new pods over HTTP (needs a route to pod IPs)
+    # Only EdgeModels with these labels (empty: all): shards one cluster between operators.
+    selector: Mapping[str, str] = field(default_factory=dict)
+    network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
+    operator_namespace: str = ""  # where the operator's pod runs (for the NetworkPolicy)
+    operator_pod_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Where and how per-accelerator images are built (DOCKER_HOST + a registry)."""
+    """How per-model images are built: the accelerator's server index plus the model,
+    appended through the registry's API (builder "registry", the default: no daemon) or
+    built through a Docker Engine API (builder "docker")."""
 
-    docker_host: str
+    builder: str  # registry | docker
     registry: str  # host[:port][/path] images are pushed under
     registry_insecure: bool
     auth_file: str  # a docker config.json with the registry's credentials, or ""
-    context_dir: str  # holds the Dockerfile and server/ (the repository's images/ folder)
-    wheels_dir: str  # holds <accelerator>/*.whl and requirements.txt
-    base_image: str
-    work_dir: str  # model downloads and variants, a cache keyed by digest
+    work_dir: str  # model downloads, variants and unpacked images, a cache keyed by digest
+    docker_host: str = ""  # the Docker Engine API (builder docker)
+    context_dir: str = "images"  # holds Dockerfile.model (builder docker)
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -88,7 +95,22 @@ def load_config(env: Mapping[str, str]) -> Config:
         metrics_address=metrics,
         builds=_builds(env),
         active_probe=_flag(env, "EDGEMODEL_ACTIVE_PROBE"),
+        selector=_labels(env, "EDGEMODEL_SELECTOR"),
+        network_policy=_flag(env, "EDGEMODEL_NETWORK_POLICY"),
+        operator_namespace=env.get("EDGEMODEL_OPERATOR_NAMESPACE", "").strip(),
+        operator_pod_labels=_labels(env, "EDGEMODEL_OPERATOR_POD_LABELS"),
     )
+
+
+def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """ "key=value,key=value" as a map; a clear error on anything else."""
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in env.get(name, "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{name} must be key=value pairs separated by commas, got {part!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
@@ -100,30 +122,33 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _builds(env: Mapping[str, str]) -> BuildConfig | None:
-    docker_host = env.get("DOCKER_HOST", "").strip()
     registry = env.get("EDGEMODEL_REGISTRY_URL", "").strip().rstrip("/")
-    if not docker_host and not registry:
+    builder = env.get("EDGEMODEL_BUILDER", "registry" if registry else "off").strip().lower()
+    if builder not in ("registry", "docker", "off"):
+        raise ConfigError(f"EDGEMODEL_BUILDER must be registry, docker or off, got {builder!r}")
+    if builder == "off":
         return None
-    if not docker_host or not registry:
+    if not registry:
         raise ConfigError(
-            "image builds need both DOCKER_HOST (the Docker Engine API) and "
-            "EDGEMODEL_REGISTRY_URL (where images are pushed); set both or neither"
+            f"EDGEMODEL_BUILDER={builder} needs EDGEMODEL_REGISTRY_URL (where images are pushed)"
         )
     if "://" in registry:
         raise ConfigError(f"EDGEMODEL_REGISTRY_URL is host[:port][/path], got {registry!r}")
+    docker_host = env.get("DOCKER_HOST", "").strip()
+    if builder == "docker" and not docker_host:
+        raise ConfigError("EDGEMODEL_BUILDER=docker needs DOCKER_HOST (the Docker Engine API)")
     insecure = env.get("EDGEMODEL_REGISTRY_INSECURE", "false").strip().lower()
     if insecure not in ("true", "false"):
         raise ConfigError(f"EDGEMODEL_REGISTRY_INSECURE must be true or false, got {insecure!r}")
     cache = env.get("XDG_CACHE_HOME") or f"{env.get('HOME', '/tmp')}/.cache"
     return BuildConfig(
-        docker_host=docker_host,
+        builder=builder,
         registry=registry,
         registry_insecure=insecure == "true",
         auth_file=env.get("EDGEMODEL_REGISTRY_AUTH_FILE", ""),
-        context_dir=env.get("EDGEMODEL_BUILD_CONTEXT", "images"),
-        wheels_dir=env.get("EDGEMODEL_WHEELS_DIR", f"{cache}/edgemodel-operator/wheels"),
-        base_image=env.get("EDGEMODEL_BASE_IMAGE", "python:3.11-slim-bookworm"),
         work_dir=env.get("EDGEMODEL_WORK_DIR", f"{cache}/edgemodel-operator/work"),
+        docker_host=docker_host,
+        context_dir=env.get("EDGEMODEL_BUILD_CONTEXT", "images"),
     )
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -17,7 +20,33 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client, config
 
+from edgemodel_operator.api.accelerators import DEFAULT_PROFILES
+
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+
+# EdgeModels of the e2e tests carry this label, and the tests' operators handle only those
+# (EDGEMODEL_SELECTOR): a demo running in the same cluster keeps its own operator.
+E2E_LABEL = ("edgeai.dev/e2e", "true")
+# Tests of the simulated fleet run on a pool of KWOK nodes of their own (tests/conftest.py,
+# `pool`), tainted so that nothing else lands there: a demo in the same cluster cannot take
+# their exclusive GPUs, and the real nodes, which pull and run images for real, never get
+# their fake images. Their operators map every accelerator onto that pool.
+POOL_LABEL = ("edgeai.dev/pool", "e2e")
+POOL_TAINT = {"key": POOL_LABEL[0], "value": POOL_LABEL[1], "effect": "NoSchedule"}
+SIMULATED_ONLY = json.dumps({
+    acc: {
+        "nodeSelector": {**profile.node_selector, POOL_LABEL[0]: POOL_LABEL[1]},
+        "tolerations": [*profile.tolerations, {**POOL_TAINT, "operator": "Equal"}],
+    }
+    for acc, profile in DEFAULT_PROFILES.items()
+})  # fmt: skip
+
+
+def e2e_labeled(manifest: dict[str, Any]) -> dict[str, Any]:
+    labels = manifest.setdefault("metadata", {}).setdefault("labels", {})
+    labels[E2E_LABEL[0]] = E2E_LABEL[1]
+    return manifest
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str, every: float = 0.25) -> T:
@@ -120,6 +149,20 @@ class Cluster:
 
     def nodes_by_name(self) -> dict[str, Any]:
         return {n.metadata.name: n for n in self.core.list_node().items}
+
+
+def publish_servers(accelerators: str, platforms: str) -> str:
+    """`make images` for these accelerators and platforms (content-addressed: what the
+    registry has is not rebuilt); EDGEMODEL_SERVER_IMAGE for the published indexes."""
+    env = {**os.environ, "PY": sys.executable, "ACCELERATORS": accelerators,
+           "PLATFORMS": platforms}  # fmt: skip
+    subprocess.run([str(ROOT / "hack" / "images.sh")], env=env, check=True, stdout=sys.stderr)
+    out = subprocess.run([sys.executable, str(ROOT / "hack" / "imagekit.py"), "env"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    registry = out.split("EDGEMODEL_REGISTRY=")[1].strip()
+    from edgemodel_operator import __version__
+
+    return f"{registry}/edgemodel-server:{__version__}-{{accelerator}}"
 
 
 def restricted_container(name: str, image: str, **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from clusterkit import Cluster, OperatorProcess, wait_until
+from clusterkit import POOL_LABEL, Cluster, OperatorProcess, e2e_labeled, wait_until
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,15 +61,18 @@ def minimal(name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any] | Path) -> str:
+    """kubectl apply, labeled for the tests' operator (clusterkit.E2E_LABEL)."""
     if isinstance(manifest, Path):
-        return cluster.kubectl("apply", "-n", namespace, "-f", str(manifest))
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+        manifest = yaml.safe_load(manifest.read_text())
+    labeled = e2e_labeled(dict(manifest))
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(labeled))
 
 
 def node_accelerators(cluster: Cluster) -> dict[str, str]:
+    """The accelerator of each node of the tests' pool (where their targets run)."""
     return {
         n.metadata.name: n.metadata.labels.get("edgeai.dev/accelerator", "")
-        for n in cluster.core.list_node().items
+        for n in cluster.core.list_node(label_selector="=".join(POOL_LABEL)).items
     }
 
 

@@ -1,5 +1,5 @@
-"""Fixtures for the image-build tests: podman's Docker API, a local registry, the local
-Debian base and the cpu wheels (hack/imagekit.py), and the digits model's int8 variant.
+"""Fixtures for the image-build tests: podman's Docker API and a local registry
+(hack/imagekit.py), and the digits model's int8 variant.
 
 The kit is started for the session and stopped at its end when this session started it
 (IMAGEKIT_KEEP=1 keeps it); a running kit is reused and left running. Timings of each step
@@ -24,7 +24,6 @@ for _path in (HERE, HERE.parent / "models"):
 import digits  # noqa: E402
 from imagekit_support import REPORT, TIMINGS, Kit, kit  # noqa: E402
 
-from edgemodel_operator.adapters.images import ImageBuilder  # noqa: E402
 from edgemodel_operator.optimize import Variant, load_samples, optimize  # noqa: E402
 
 
@@ -42,33 +41,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def imagekit() -> Iterator[Kit]:
     started_here = kit("status", check=False).returncode != 0
     kit("up")
-    kit("base")
-    kit("wheels", "cpu")
     env = dict(
         line.removeprefix("export ").split("=", 1)
         for line in kit("env").stdout.splitlines()
         if line.startswith("export ")
     )
-    cache = Path(
-        os.environ.get("EDGEMODEL_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgemodel-operator"
-    )
     yield Kit(
         docker_host=env["DOCKER_HOST"],
         registry=env["EDGEMODEL_REGISTRY"],
-        base_image="localhost/edgemodel-base:bookworm",
-        wheels=cache / "wheels" / "cpu",
         run_id=uuid.uuid4().hex[:8],
     )
     if started_here and not os.environ.get("IMAGEKIT_KEEP"):
         kit("down", check=False)
-
-
-@pytest.fixture(scope="session")
-def builder(imagekit: Kit) -> Iterator[ImageBuilder]:
-    image_builder = ImageBuilder(imagekit.docker_host, registry_insecure=True)
-    yield image_builder
-    image_builder.close()
 
 
 @pytest.fixture(scope="session")

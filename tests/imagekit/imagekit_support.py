@@ -43,8 +43,6 @@ def kit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Kit:
     docker_host: str
     registry: str
-    base_image: str
-    wheels: Path  # the cpu wheels
     run_id: str  # makes this session's repositories its own
 
     def repository(self, name: str) -> str:

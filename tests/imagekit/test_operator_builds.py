@@ -1,8 +1,9 @@
 """The whole pipeline through the operator: an EdgeModel pointing at the real digits model,
 served over HTTP, is fetched, verified, converted per accelerator (fp16 for the GPU, int8
-for the NPU and CPU), gated on accuracy, built into three images through podman's Docker
-API, smoke-tested, pushed to the local registry and run pinned by digest; the CPU image
-answers a tritonclient inference; a wrong sha256 and a registry outage lose nothing."""
+for the NPU and CPU), gated on accuracy, appended to each accelerator's published server
+index through the registry API (no daemon), smoke-tested on every platform, and run pinned
+by digest, only on the architectures its image serves; the CPU image answers a
+tritonclient inference; a wrong sha256 and a registry outage lose nothing."""
 
 from __future__ import annotations
 
@@ -24,13 +25,19 @@ import digits
 import numpy as np
 import onnxruntime as ort
 import pytest
-from imagekit_support import Kit, kit
+from imagekit_support import Kit
 
-from edgemodel_operator.adapters.images import Registry
+from edgemodel_operator.adapters.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from clusterkit import Cluster, OperatorProcess, wait_until  # noqa: E402
+from clusterkit import (  # noqa: E402
+    SIMULATED_ONLY,
+    Cluster,
+    OperatorProcess,
+    publish_servers,
+    wait_until,
+)
 
 GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
 
@@ -69,7 +76,7 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_operator(
-    cluster: Cluster, kit_: Kit, namespace: str, registry: str, work: Path, log: Path
+    cluster: Cluster, servers: str, namespace: str, registry: str, work: Path, log: Path
 ) -> OperatorProcess:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
                     str(ROOT / "crds" / "edgemodels.edgeai.dev.yaml"))  # fmt: skip
@@ -80,13 +87,12 @@ def start_operator(
         "EDGEMODEL_HEALTH_ADDRESS": f"127.0.0.1:{port}",
         "EDGEMODEL_RESYNC_SECONDS": "2",
         "EDGEMODEL_NAMESPACES": namespace,
-        "DOCKER_HOST": kit_.docker_host,
+        "EDGEMODEL_BUILDER": "registry",
         "EDGEMODEL_REGISTRY_URL": registry,
         "EDGEMODEL_REGISTRY_INSECURE": "true",
-        "EDGEMODEL_BUILD_CONTEXT": str(ROOT / "images"),
-        "EDGEMODEL_WHEELS_DIR": str(kit_.wheels.parent),
-        "EDGEMODEL_BASE_IMAGE": kit_.base_image,
+        "EDGEMODEL_SERVER_IMAGE": servers,
         "EDGEMODEL_WORK_DIR": str(work),
+        "EDGEMODEL_ACCELERATORS": SIMULATED_ONLY,
     }
     proc = OperatorProcess(
         argv=[sys.executable, "-m", "edgemodel_operator"],
@@ -99,15 +105,20 @@ def start_operator(
 
 
 @pytest.fixture(scope="module")
+def all_servers(imagekit: Kit) -> str:
+    """Every accelerator's server index (gpu and npu serve amd64 only)."""
+    return publish_servers("cpu,gpu,npu", os.environ.get("E2E_PLATFORMS", "amd64,arm64"))
+
+
+@pytest.fixture(scope="module")
 def building_operator(
-    cluster: Cluster, imagekit: Kit, builds_namespace: str, work_dir: Path,
+    cluster: Cluster, imagekit: Kit, all_servers: str, builds_namespace: str, work_dir: Path,
+    pool: list[str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:  # fmt: skip
-    kit("wheels", "gpu")  # cached under ~/.cache after the first run
-    kit("wheels", "npu")
     registry = f"{imagekit.registry}/edgemodels-test-{imagekit.run_id}"
     log = tmp_path_factory.mktemp("building-operator") / "operator.log"
-    proc = start_operator(cluster, imagekit, builds_namespace, registry, work_dir, log)
+    proc = start_operator(cluster, all_servers, builds_namespace, registry, work_dir, log)
     yield proc
     cluster.delete_namespace(builds_namespace)  # while the operator runs (kopf's finalizer)
     proc.stop()
@@ -181,6 +192,22 @@ def test_three_accelerators_get_built_tested_images_pinned_by_digest(
     assert cond(ready, "ImagesReady")["reason"] == "ImagesBuilt"
     images = {i["variant"]: i for i in ready["images"]}
     assert sorted(images) == ["cpu/int8", "gpu/fp16", "npu/int8"]
+    smoke = {v: {p["architecture"]: p["smokeTest"] for p in i["platforms"]}
+             for v, i in images.items()}  # fmt: skip
+    assert smoke["cpu/int8"] == {"amd64": "passed on CPUExecutionProvider",
+                                 "arm64": "passed on CPUExecutionProvider"}  # fmt: skip
+    # No GPU or NPU here: those images answered on CPU, and say so.
+    assert list(smoke["gpu/fp16"]) == ["amd64"]
+    assert smoke["gpu/fp16"]["amd64"].startswith("cpu-fallback: no gpu on the builder")
+    assert smoke["npu/int8"]["amd64"].startswith("cpu-fallback: no npu on the builder")
+    # The Jetsons are arm64: the x86 GPU image does not run there, and status says so.
+    placed = wait_status(
+        cluster, builds_namespace, "digits",
+        lambda s: cond(s, "Degraded").get("reason") == "NoImageForArchitecture", 60,
+        "NoImageForArchitecture for the Jetsons",
+    )  # fmt: skip
+    assert "e2e-gpu-0" in cond(placed, "Degraded")["message"]
+    assert "the gpu/fp16 image serves amd64 only" in cond(placed, "Degraded")["message"]
     registry = Registry(insecure=True)
     for variant, image in images.items():
         repo, _, digest = image["image"].partition("@sha256:")
@@ -259,13 +286,13 @@ def test_a_wrong_sha256_builds_nothing_and_says_so(
 
 def test_a_registry_outage_says_so_and_keeps_what_serves(
     cluster: Cluster, imagekit: Kit, served_model: str, digits_model: digits.DigitsModel,
-    tmp_path: Path,
+    tmp_path: Path, pool: list[str], all_servers: str,
 ) -> None:  # fmt: skip
     namespace = f"build-outage-{uuid.uuid4().hex[:6]}"
     labels = {"pod-security.kubernetes.io/enforce": "restricted"}
     cluster.core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
     dead = f"127.0.0.1:{free_port()}/edgemodels"  # nothing listens there
-    proc = start_operator(cluster, imagekit, namespace, dead, tmp_path / "work",
+    proc = start_operator(cluster, all_servers, namespace, dead, tmp_path / "work",
                           tmp_path / "operator.log")  # fmt: skip
     try:
         sha = hashlib.sha256(digits_model.model.read_bytes()).hexdigest()

@@ -189,8 +189,9 @@ def test_workers_share_the_port_and_stop_together(digits_model: DigitsModel) -> 
     try:
         workers = _children(proc.pid)
         assert len(workers) == 2
-        seen = set()
-        for _ in range(40):
+        seen: set[str] = set()
+        deadline = time.monotonic() + 15
+        while seen != {"0", "1"} and time.monotonic() < deadline:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/metrics")
             text = conn.getresponse().read().decode()

@@ -49,10 +49,23 @@ def test_overrides() -> None:
         ({"EDGEMODEL_RESYNC_SECONDS": "0"}, "EDGEMODEL_RESYNC_SECONDS"),
         ({"EDGEMODEL_LOG_LEVEL": "chatty"}, "EDGEMODEL_LOG_LEVEL"),
         ({"EDGEMODEL_ACTIVE_PROBE": "sometimes"}, "EDGEMODEL_ACTIVE_PROBE"),
-        ({"DOCKER_HOST": "unix:///run/podman.sock"}, "EDGEMODEL_REGISTRY_URL"),
+        ({"EDGEMODEL_BUILDER": "docker"}, "EDGEMODEL_REGISTRY_URL"),
+        ({"EDGEMODEL_BUILDER": "kaniko", "EDGEMODEL_REGISTRY_URL": "r:5"}, "EDGEMODEL_BUILDER"),
+        ({"EDGEMODEL_BUILDER": "docker", "EDGEMODEL_REGISTRY_URL": "r:5"}, "DOCKER_HOST"),
+        ({"EDGEMODEL_SELECTOR": "shard"}, "EDGEMODEL_SELECTOR"),
         ({"EDGEMODEL_HEALTH_ADDRESS": "8081"}, "EDGEMODEL_HEALTH_ADDRESS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         load_config(env)
+
+
+def test_builds_are_daemonless_by_default_once_a_registry_is_named() -> None:
+    assert load_config({}).builds is None
+    builds = load_config({"EDGEMODEL_REGISTRY_URL": "registry.local:5000/edge"}).builds
+    assert builds is not None and (builds.builder, builds.docker_host) == ("registry", "")
+    assert load_config({"EDGEMODEL_REGISTRY_URL": "r:5", "EDGEMODEL_BUILDER": "off"}).builds is None
+    docker = load_config({"EDGEMODEL_REGISTRY_URL": "r:5", "EDGEMODEL_BUILDER": "docker",
+                          "DOCKER_HOST": "unix:///run/podman.sock"}).builds  # fmt: skip
+    assert docker is not None and docker.builder == "docker"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))  # devcluster imports its siblings (realnode, imagekit)
 spec = importlib.util.spec_from_file_location("devcluster", ROOT / "hack" / "devcluster.py")
 assert spec and spec.loader
 devcluster = importlib.util.module_from_spec(spec)

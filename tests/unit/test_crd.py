@@ -115,8 +115,10 @@ def test_printer_columns_in_order() -> None:
         "Age",
         "Stable",
         "Reason",
+        "Services",
+        "Endpoints",
     ]
-    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1]
+    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_checker_catches_mistakes() -> None:

@@ -1,4 +1,4 @@
-"""needs_apply and orphans: API-server defaults are not drift, hand edits are."""
+"""needs_apply: API-server defaults are not drift, hand edits are."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from test_workloads import CASES, build
 
-from edgemodel_operator.reconcile.drift import covers, needs_apply, orphans
+from edgemodel_operator.reconcile.drift import covers, needs_apply
 
 
 def as_stored(desired: dict[str, Any]) -> dict[str, Any]:
@@ -49,16 +49,3 @@ def test_covers_lists_and_empties() -> None:
     assert covers([{"a": 1, "b": 2}], [{"a": 1}])
     assert not covers([{"a": 1}, {"a": 2}], [{"a": 1}])
     assert covers(None, {}) and covers(None, [])
-
-
-def test_orphans_by_kind_and_name() -> None:
-    observed = [
-        {"kind": "Deployment", "metadata": {"name": "m-cpu"}},
-        {"kind": "Deployment", "metadata": {"name": "m-npu"}},
-        {"kind": "DaemonSet", "metadata": {"name": "m-gpu"}},
-    ]
-    stale = orphans({("Deployment", "m-cpu"), ("Deployment", "m-gpu")}, observed)
-    assert [(w["kind"], w["metadata"]["name"]) for w in stale] == [
-        ("Deployment", "m-npu"),
-        ("DaemonSet", "m-gpu"),
-    ]

@@ -17,4 +17,12 @@ def test_handlers_are_registered() -> None:
     assert [h.interval for h in spawning] == [7]  # type: ignore[attr-defined]
     assert len(changing) == 3  # resume, create, update
     assert all(h.requires_finalizer for h in spawning)
-    assert len(registry._indexing.get_all_handlers()) == 4
+    # Nodes; Deployments, DaemonSets, Services, NetworkPolicies; pods; EndpointSlices.
+    assert len(registry._indexing.get_all_handlers()) == 7
+
+
+def test_a_selector_limits_the_edgemodels_handled() -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, load_config({"EDGEMODEL_SELECTOR": "edgeai.dev/shard=a"}))
+    handlers = [*registry._spawning.get_all_handlers(), *registry._changing.get_all_handlers()]
+    assert all(h.labels == {"edgeai.dev/shard": "a"} for h in handlers)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgemodel_operator.adapters.image_errors import PushFailed
-from edgemodel_operator.adapters.images import BuildRequest, BuiltImage, Manifest
+from edgemodel_operator.adapters.model_images import BuiltImage, ModelImageRequest, PlatformImage
 from edgemodel_operator.config import BuildConfig
 from edgemodel_operator.optimize import Variant as Variant_
 from edgemodel_operator.reconcile.images import Variant, image_tag
@@ -26,25 +26,42 @@ from edgemodel_operator.services.images import ImageJob, ImagePipeline, ImageSta
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 import digits
 
+SERVER_DIGEST = "sha256:" + "5" * 64
+PLATFORMS = (PlatformImage("amd64", "sha256:" + "1" * 64, "passed on CPUExecutionProvider"),)
+
 
 class FakeBuilder:
     def __init__(self, fail: Exception | None = None, known: bool = False) -> None:
-        self.fail, self.known, self.requests = fail, known, list[BuildRequest]()
+        self.fail, self.known, self.requests = fail, known, list[ModelImageRequest]()
 
-    def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage:
+    def build(self, request: ModelImageRequest, progress: Callable[[str], None]) -> BuiltImage:
         self.requests.append(request)
-        progress("Step 1/9")
+        progress("Appending the model")
         if self.fail:
             raise self.fail
-        return BuiltImage(f"{request.repository}@sha256:{'a' * 64}", "sha256:" + "a" * 64, 42, True)
+        return BuiltImage(f"{request.repository}@sha256:{'a' * 64}", "sha256:" + "a" * 64, 42,
+                          PLATFORMS, True)  # fmt: skip
 
-    def manifest(self, repository: str, tag: str) -> Manifest | None:
-        return Manifest("sha256:" + "b" * 64, "m", (), "c") if self.known else None
+    def find(self, repository: str, tag: str) -> BuiltImage | None:
+        digest = "sha256:" + "b" * 64
+        return (
+            BuiltImage(f"{repository}@{digest}", digest, 7, PLATFORMS, False)
+            if self.known
+            else None
+        )
+
+    def server_digest(self, server_image: str) -> str:
+        assert server_image == "reg.local:5000/edgemodel-server:0.1.0-cpu"
+        return SERVER_DIGEST
 
 
 def config(tmp: Path) -> BuildConfig:
-    return BuildConfig("unix:///x.sock", "reg.local:5000", True, "", "images", str(tmp / "w"),
-                       "base:1", str(tmp / "work"))  # fmt: skip
+    return BuildConfig("registry", "reg.local:5000", True, "", str(tmp / "work"))
+
+
+def pipeline_for(tmp: Path, builder: FakeBuilder, **kw: Any) -> ImagePipeline:
+    server = "reg.local:5000/edgemodel-server:0.1.0-{accelerator}"
+    return ImagePipeline(config(tmp), builder, server, **kw)
 
 
 def settle(pipeline: ImagePipeline, job: ImageJob) -> ImageState:
@@ -71,8 +88,7 @@ def test_builds_the_gated_variant_with_a_content_tag(
     model: digits.DigitsModel, tmp_path: Path
 ) -> None:
     builder = FakeBuilder()
-    pipeline = ImagePipeline(config(tmp_path), builder)
-    state = settle(pipeline, job(model))
+    state = settle(pipeline_for(tmp_path, builder), job(model))
     assert (state.state, state.size_bytes) == ("Ready", 42)
     # The variant's figures for status.images[]: bytes, latency on the CPU provider, gate.
     assert state.model is not None
@@ -84,23 +100,24 @@ def test_builds_the_gated_variant_with_a_content_tag(
     assert (gate["mode"], gate["metric"], gate["passed"]) == ("labels", "accuracy", True)
     assert gate["samples"] == 450 - 225  # half of the rows calibrated, the other half scored
     assert state.reference == f"reg.local:5000/line-3/digits@sha256:{'a' * 64}"
+    assert state.platforms == (("amd64", "passed on CPUExecutionProvider"),)
     (request,) = builder.requests
     assert request.model_file.name == "model-int8.onnx"
-    assert request.wheels_dir == tmp_path / "w" / "cpu"
-    assert request.tag == image_tag(job(model).sha256, Variant("cpu", "int8"), "0.1.0", "base:1")
+    assert request.server_image == "reg.local:5000/edgemodel-server:0.1.0-cpu"
+    assert request.tag == image_tag(job(model).sha256, Variant("cpu", "int8"), SERVER_DIGEST)
 
 
 def test_an_image_already_in_the_registry_is_not_built(
     model: digits.DigitsModel, tmp_path: Path
 ) -> None:
     builder = FakeBuilder(known=True)
-    state = settle(ImagePipeline(config(tmp_path), builder), job(model, sha="f" * 64))
+    state = settle(pipeline_for(tmp_path, builder), job(model, sha="f" * 64))
     assert state.state == "Ready" and state.reference.endswith("b" * 64)
     assert builder.requests == []  # nothing fetched, nothing built
 
 
 def test_wrong_digest_is_terminal(model: digits.DigitsModel, tmp_path: Path) -> None:
-    state = settle(ImagePipeline(config(tmp_path), FakeBuilder()), job(model, sha="0" * 64))
+    state = settle(pipeline_for(tmp_path, FakeBuilder()), job(model, sha="0" * 64))
     assert (state.state, state.reason, state.terminal) == ("Failed", "ModelDigestMismatch", True)
     assert "nothing was built" in state.message
 
@@ -124,7 +141,7 @@ def test_failed_accuracy_gate_is_terminal_with_figures(
 
     monkeypatch.setattr(images_service, "optimize", damaging_optimize)
     builder = FakeBuilder()
-    state = settle(ImagePipeline(config(tmp_path), builder), job(model))
+    state = settle(pipeline_for(tmp_path, builder), job(model))
     assert (state.state, state.reason, state.terminal) == ("Failed", "AccuracyGateFailed", True)
     assert "int8 accuracy 0." in state.message and "exceeds 0.050" in state.message
     assert builder.requests == []
@@ -133,7 +150,7 @@ def test_failed_accuracy_gate_is_terminal_with_figures(
 def test_other_failures_are_retried_with_backoff(model: digits.DigitsModel, tmp_path: Path) -> None:
     now = [0.0]
     builder = FakeBuilder(fail=PushFailed("registry said 500"))
-    pipeline = ImagePipeline(config(tmp_path), builder, clock=lambda: now[0])
+    pipeline = pipeline_for(tmp_path, builder, clock=lambda: now[0])
     state = settle(pipeline, job(model))
     assert (state.state, state.reason, state.terminal) == ("Failed", "BuildFailed", False)
     assert "registry said 500" in state.message and "retrying in 15s" in state.message

@@ -75,3 +75,26 @@ def test_fallback_without_nodes_reports_both() -> None:
     )
     assert not placed.fell_back and placed.nodes == ()
     assert "fallback gpu" in placed.message
+
+
+def test_unavailable_nodes_are_left_out_and_named() -> None:
+    down = node("cpu-2", "cpu")
+    lost = "Kubelet stopped posting node status."
+    down["status"]["conditions"] = [
+        {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": lost}
+    ]
+    down["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]
+    cordoned = node("cpu-3", "cpu", spec={"unschedulable": True})
+    nodes = [node_info(n) for n in [*FLEET, down, cordoned]]
+    cpu = place(target(), nodes, DEFAULT_PROFILES)
+    assert cpu.nodes == ("cpu-0", "cpu-1")
+    assert cpu.unavailable == (
+        ("cpu-2", "NodeStatusUnknown: Kubelet stopped posting node status"),
+        ("cpu-3", "cordoned"),
+    )
+    only = place(target(node_selector={"kubernetes.io/hostname": "cpu-2"}),
+                 [node_info({**down, "metadata": {**down["metadata"], "labels": {
+                     **down["metadata"]["labels"], "kubernetes.io/hostname": "cpu-2"}}})],
+                 DEFAULT_PROFILES)  # fmt: skip
+    assert not only.has_nodes
+    assert "every node it runs on is unavailable: cpu-2 (NodeStatusUnknown" in only.message

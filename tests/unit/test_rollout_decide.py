@@ -4,13 +4,16 @@ through a sequence of observations (good -> bad -> rolled back -> bad again -> g
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fixtures import FLEET, edgemodel
-from test_service import CONFIG, RecordingWriter, cond, pod, ready
+from test_service import CONFIG, RecordingWriter, cond, pod
 
+from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.rollout import (
     Action,
     FailedRevision,
@@ -22,7 +25,7 @@ from edgemodel_operator.reconcile.rollout import (
     state_to_status,
     target_health,
 )
-from edgemodel_operator.services.reconcile import Observed, reconcile
+from edgemodel_operator.services.reconcile import reconcile
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = Policy(progress_deadline_seconds=60, stabilization_seconds=15, auto_rollback=True,
@@ -88,6 +91,24 @@ def test_decide(
         assert (plan.state.stable_revision, plan.state.stable_spec) == ("new", SPEC)
 
 
+def test_a_rollout_waits_while_its_nodes_are_away_and_the_deadline_moves_back() -> None:
+    started = RolloutState("new", stamp(0), None, "old", {"model": {"version": "1"}})
+    away = TargetHealth("cpu", 2, 0, False, blocked="every node it runs on is unavailable")
+    waiting = decide("new", SPEC, started, [away], POLICY, at(50))
+    assert (waiting.action, waiting.reason) == (Action.ROLL_FORWARD, "NodesUnavailable")
+    assert waiting.state.paused_at == stamp(50)
+    still = decide("new", SPEC, waiting.state, [away], POLICY, at(500))  # past the deadline
+    assert still.action is Action.ROLL_FORWARD and still.state.paused_at == stamp(50)
+    back = TargetHealth("cpu", 2, 0, True)
+    resumed = decide("new", SPEC, still.state, [back], POLICY, at(510))
+    assert resumed.action is Action.ROLL_FORWARD  # 50 s of the 60 s deadline used, not 510
+    assert resumed.state.started_at == stamp(460) and resumed.state.paused_at is None
+    assert decide("new", SPEC, resumed.state, [back], POLICY, at(520)).action is (
+        Action.ROLL_FORWARD
+    )
+    assert decide("new", SPEC, resumed.state, [back], POLICY, at(521)).action is Action.ROLL_BACK
+
+
 def test_stable_revision_asked_for_again_is_steady() -> None:
     plan = decide("good", {"v": 1}, STABLE, [WAITING], POLICY, at(999))
     assert plan.action is Action.STEADY
@@ -113,9 +134,8 @@ def test_target_health_reads_pods_of_its_revision_only() -> None:
 
 def observe(writer: RecordingWriter, rev: str, ready_pods: bool) -> Observed:
     """The cluster after the last apply: the Deployment settled, its pods on `rev`."""
-    live = ready(writer.applied[-1], 2 if ready_pods else 0)
     pods = [pod("cpu", n, rev, ready=ready_pods) for n in ("cpu-0", "cpu-1")]
-    return Observed(FLEET, [live], pods)
+    return Observed(FLEET, writer.children(2 if ready_pods else 0), pods)
 
 
 def step(body: dict[str, Any], observed: Observed, writer: RecordingWriter, t: float) -> Any:
@@ -125,7 +145,7 @@ def step(body: dict[str, Any], observed: Observed, writer: RecordingWriter, t: f
 
 
 def image(writer: RecordingWriter) -> str:
-    return str(writer.applied[-1]["spec"]["template"]["spec"]["containers"][0]["image"])
+    return str(writer.workload["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def test_good_bad_rollback_bad_again_then_good() -> None:
@@ -194,37 +214,69 @@ def test_a_held_revision_that_turns_healthy_is_promoted_after_all() -> None:
     assert promoted.state.stable_revision == "new" and promoted.state.failed == ()
 
 
-def test_a_pod_failing_the_active_probe_rolls_back_with_its_answer() -> None:
+def _gated(observed: Observed, ips: list[str], passed: bool | None = None) -> Observed:
+    """Pods as the kubelet reports them behind the probe's readiness gate: containers ready,
+    Ready only once the gate's condition is True (`passed`; None: not probed yet)."""
+    for p, ip in zip(observed.pods, ips, strict=True):
+        spec, status = p["spec"], p["status"]  # type: ignore[index]
+        spec["readinessGates"] = [{"conditionType": "edgeai.dev/probe-passed"}]
+        spec["containers"] = [{"name": "server",
+                               "ports": [{"name": "http", "containerPort": 8080}]}]  # fmt: skip
+        status["podIP"] = ip
+        status["conditions"] = [
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "Ready", "status": "True" if passed else "False"},
+        ]
+        if passed is not None:
+            status["conditions"].append(
+                {"type": "edgeai.dev/probe-passed", "status": "True" if passed else "False"}
+            )
+    return observed
+
+
+def test_a_pod_failing_the_active_probe_is_kept_out_and_rolls_back_with_its_answer() -> None:
+    settings = replace(CONFIG, probe_gate=True)
     body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2,
                                "image": "server:1"}])  # fmt: skip
     writer = RecordingWriter()
-    calls: list[tuple[str, int, str]] = []
+    calls: list[tuple[list[tuple[str, str]], int, str]] = []
 
-    def prober(address: str, port: int, model: str, timeout: float) -> str | None:
-        calls.append((address, port, model))
-        return "an inference answered 500: model failed" if address == "10.0.0.9" else None
+    def prober(pods: Mapping[str, str], port: int, model: str, timeout: float) -> Any:
+        calls.append((sorted(pods.items()), port, model))
+        failing = "an inference answered 500: model failed"
+        return {name: failing if ip == "10.0.0.9" else None for name, ip in pods.items()}
 
     def run(observed: Observed, t: float) -> Any:
-        outcome = reconcile(body, observed, writer, CONFIG, at(t), prober=prober)
+        outcome = reconcile(body, observed, writer, settings, at(t), prober=prober)
         body["status"] = outcome.status
         return outcome
 
     good = run(Observed(FLEET, [], []), 0).status["revision"]
-    run(observe(writer, good, True), 1)
-    assert run(observe(writer, good, True), 20).action == "Promote"
+    template = writer.workload["spec"]["template"]["spec"]
+    assert template["readinessGates"] == [{"conditionType": "edgeai.dev/probe-passed"}]
+    run(_gated(observe(writer, good, True), ["10.0.0.1", "10.0.0.2"]), 1)
+    assert calls == [([("cpu-cpu-0", "10.0.0.1"), ("cpu-cpu-1", "10.0.0.2")], 8080, "digits")]
+    assert [(pod, c["status"]) for pod, c in writer.conditions] == [
+        ("cpu-cpu-0", "True"), ("cpu-cpu-1", "True")]  # fmt: skip
+    serving = ["10.0.0.1", "10.0.0.2"]
+    run(_gated(observe(writer, good, True), serving, True), 2)  # the kubelet saw the gate pass
+    assert run(_gated(observe(writer, good, True), serving, True), 20).action == "Promote"
     calls.clear()
-    run(observe(writer, good, True), 30)
-    assert calls == []  # the stable revision is not probed
+    run(_gated(observe(writer, good, True), serving, True), 30)
+    assert calls == []  # a pod that passed is not probed again
 
     body["spec"]["targets"][0]["image"] = "server:2"
     body["metadata"]["generation"] = 2
-    bad = run(observe(writer, good, True), 40).status["revision"]
-    seen = observe(writer, bad, True)
-    for i, p in enumerate(seen.pods):
-        p["status"]["podIP"] = f"10.0.0.{8 + i}"  # type: ignore[index]
+    bad = run(_gated(observe(writer, good, True), serving, True), 40)
+    seen = _gated(observe(writer, bad.status["revision"], True), ["10.0.0.8", "10.0.0.9"])
     rolled = run(seen, 41)
     assert rolled.action == "RollBack"
-    assert calls == [("10.0.0.8", 8080, "digits"), ("10.0.0.9", 8080, "digits")]
+    assert calls == [([("cpu-cpu-0", "10.0.0.8"), ("cpu-cpu-1", "10.0.0.9")], 8080, "digits")]
+    assert writer.conditions[-1] == ("cpu-cpu-1", {
+        "type": "edgeai.dev/probe-passed", "status": "False", "reason": "ProbeFailed",
+        "message": "an inference answered 500: model failed",
+        "lastProbeTime": "2026-11-25T12:00:41Z", "lastTransitionTime": "2026-11-25T12:00:41Z",
+    })  # fmt: skip
     message = cond(rolled.status, "Degraded")["message"]
     assert "ProbeFailed" in message
     assert "pod cpu-cpu-1 on cpu-1: an inference answered 500: model failed" in message

@@ -11,25 +11,45 @@ from typing import Any
 from fixtures import FLEET, edgemodel
 
 from edgemodel_operator.config import load_config
-from edgemodel_operator.services.reconcile import Observed, reconcile
+from edgemodel_operator.reconcile.observed import Observed
+from edgemodel_operator.services.reconcile import reconcile
+from edgemodel_operator.wiring import plan_settings
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-CONFIG = load_config({})
+CONFIG = plan_settings(load_config({}))
 
 
 class RecordingWriter:
+    """Records every write; `live` holds the last object applied per (kind, name)."""
+
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
+        self.live: dict[tuple[str, str], dict[str, Any]] = {}
         self.deleted: list[tuple[str, str, str]] = []
+        self.conditions: list[tuple[str, dict[str, Any]]] = []
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         stored = copy.deepcopy(dict(obj))
         stored["metadata"]["generation"] = 1
         self.applied.append(stored)
+        self.live[(stored["kind"], stored["metadata"]["name"])] = stored
         return stored
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        """The workload applied last."""
+        return next(a for a in reversed(self.applied) if a["kind"] in ("Deployment", "DaemonSet"))
+
+    def children(self, ready_replicas: int) -> list[dict[str, Any]]:
+        """What the cluster holds after the writes: workloads settled with that many Ready."""
+        return [ready(o, ready_replicas) if o["kind"] in ("Deployment", "DaemonSet") else o
+                for o in self.live.values()]  # fmt: skip
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self.deleted.append((kind, namespace, name))
+
+    def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:
+        self.conditions.append((pod, dict(condition)))
 
 
 def ready(workload: dict[str, Any], n: int) -> dict[str, Any]:
@@ -57,20 +77,20 @@ def test_create_then_ready_then_steady() -> None:
     body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2}])
     writer = RecordingWriter()
     first = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
-    (created,) = writer.applied
-    assert (created["kind"], created["metadata"]["name"]) == ("Deployment", "digits-cpu")
+    created = [(a["kind"], a["metadata"]["name"]) for a in writer.applied]
+    assert created == [("Deployment", "digits-cpu"), ("Service", "digits-cpu")]
     assert first.status["phase"] == "Progressing"
     assert cond(first.status, "Ready")["status"] == "False"
     assert cond(first.status, "Progressing")["reason"] == "RollingOut"
-    assert [e.reason for e in first.events] == ["Created"]
+    assert [e.reason for e in first.events] == ["Created", "Created"]
 
     body["status"] = first.status
     rev = first.status["revision"]
-    live = ready(created, 2)
+    live = writer.children(2)
     pods = [pod("cpu", "cpu-0", rev), pod("cpu", "cpu-1", rev)]
     t1 = T0 + timedelta(seconds=2)
-    second = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, t1)
-    assert len(writer.applied) == 1  # nothing drifted: no write
+    second = reconcile(body, Observed(FLEET, live, pods), writer, CONFIG, t1)
+    assert len(writer.applied) == 2  # nothing drifted: no write
     assert second.status["phase"] == "Ready"
     assert second.status["targetsReady"] == "1/1"
     assert second.status["targets"][0]["nodes"] == ["cpu-0", "cpu-1"]
@@ -80,12 +100,12 @@ def test_create_then_ready_then_steady() -> None:
 
     body["status"] = second.status  # 15 s later (3 probe periods of 5 s): promoted
     t2 = t1 + timedelta(seconds=15)
-    third = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, t2)
+    third = reconcile(body, Observed(FLEET, live, pods), writer, CONFIG, t2)
     assert third.status["stableRevision"] == rev
     assert [e.reason for e in third.events] == ["Promoted"]
 
     body["status"] = third.status
-    fourth = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, t2 + timedelta(1))
+    fourth = reconcile(body, Observed(FLEET, live, pods), writer, CONFIG, t2 + timedelta(1))
     assert fourth.status == third.status and fourth.events == []
 
 
@@ -127,7 +147,7 @@ def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
     body = edgemodel(targets=[{"name": "gpu", "accelerator": "gpu", "replicas": 4}])
     writer = RecordingWriter()
     reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
-    live = ready(writer.applied[0], 2)
+    live = ready(writer.workload, 2)
     pending = pod("gpu", "")
     pending["status"] = {"conditions": [{
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable",

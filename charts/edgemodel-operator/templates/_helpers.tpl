@@ -67,6 +67,10 @@ because the operator issues that request (see the chart README, "RBAC"):
   PATCH that creates a missing object), delete (a target removed from the spec);
 - pods: list/watch (kopf index for readiness and node names), delete (a rollout in waves
   moves a DaemonSet's nodes one by one by deleting their pods; updateStrategy OnDelete);
+- pods/status: patch, with activeProbe (the probe's readiness-gate condition);
+- services: list/watch/create/patch/delete, as for workloads (one Service per target);
+- endpointslices: list/watch (ready endpoints per Service, in status);
+- networkpolicies: list/watch/create/patch/delete, with networkPolicy.enabled;
 - events: create (kopf posts core/v1 Events).
 */}}
 {{- define "edgemodel-operator.namespacedRules" -}}
@@ -83,9 +87,58 @@ because the operator issues that request (see the chart README, "RBAC"):
   resources: ["deployments", "daemonsets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "delete"]
+{{- if .Values.activeProbe }}
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+{{- end }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+The model-server image for targets without an image of their own, "{accelerator}" left for
+the operator: serverImage, else the one `make images` publishes under registry.url.
+*/}}
+{{- define "edgemodel-operator.serverImage" -}}
+{{- if .Values.serverImage -}}
+{{- .Values.serverImage -}}
+{{- else if .Values.registry.url -}}
+{{- printf "%s/edgemodel-server:%s-{accelerator}" .Values.registry.url .Chart.AppVersion -}}
+{{- else -}}
+{{- fail "set registry.url (the registry `make images` published the model-server images to) or serverImage" -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The operator pod's selector labels as key=value,key=value (EDGEMODEL_OPERATOR_POD_LABELS).
+*/}}
+{{- define "edgemodel-operator.selectorPairs" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "edgemodel-operator.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
+{{/*
+Which builder makes per-model images (EDGEMODEL_BUILDER): builder.mode, but "off" without
+registry.url, where nothing could be pushed.
+*/}}
+{{- define "edgemodel-operator.builder" -}}
+{{- if .Values.registry.url -}}{{ .Values.builder.mode }}{{- else -}}off{{- end -}}
 {{- end }}

@@ -9,8 +9,9 @@ import sys
 import threading
 from types import FrameType
 
-from edgemodel_server.app import create_server, drain
+from edgemodel_server.app import ModelServer, create_server, drain
 from edgemodel_server.config import ConfigError, load_config
+from edgemodel_server.termination import terminate
 from edgemodel_server.workers import supervise
 
 log = logging.getLogger("edgemodel_server")
@@ -48,6 +49,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=_exit_if_fatal, args=(server,), name="fatal", daemon=True).start()
     log.info(
         "Serving model %s (%s, accelerator %s) on http://%s:%d",
         config.model_name,
@@ -60,8 +62,17 @@ def main() -> int:
     for thread in threading.enumerate():
         if thread.name == "drain":
             thread.join()
+    if server.model.fatal:
+        return terminate("ModelLoadFailed", server.model.fatal, 1)
     log.info("Stopped")
     return 0
+
+
+def _exit_if_fatal(server: ModelServer) -> None:
+    """Once the model has loaded or failed: stop serving when it can never be served."""
+    server.model.done.wait()
+    if server.model.fatal:
+        server.shutdown()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
 def usable_cpus() -> int:
@@ -33,6 +34,7 @@ class ServerConfig:
     host: str
     port: int  # 0 picks a free port
     shutdown_grace_seconds: float = 10.0
+    precision: str = "fp32"  # what the operator made of the model (reported, not applied)
     workers: int = 1  # server processes sharing the port (workers.py)
     intra_op_threads: int = 0  # onnxruntime threads per session; 0: onnxruntime's default
     reuse_port: bool = False  # SO_REUSEPORT on the listening socket (set in workers)
@@ -81,12 +83,16 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         raise ConfigError(
             f"EDGEMODEL_SHUTDOWN_GRACE_SECONDS must be 0..3600 seconds, got {raw_grace!r}"
         )
+    precision = env.get("EDGEMODEL_PRECISION", "fp32").strip().lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"EDGEMODEL_PRECISION must be one of {PRECISIONS}, got {precision!r}")
     # auto: a process per usable core on CPU; one on a GPU or NPU, which every process
     # would load the model onto again.
     workers = _count(env, "EDGEMODEL_WORKERS", "auto",
                      auto=lambda: usable_cpus() if accelerator == "cpu" else 1)  # fmt: skip
     threads = _count(env, "EDGEMODEL_INTRA_OP_THREADS", "0", auto=lambda: 0, low=0)
     return ServerConfig(
+        precision=precision,
         model_name=name,
         model_path=path,
         model_version=version,

@@ -39,6 +39,11 @@ class ServedModel:
         self._lock = threading.Lock()
         self._loaded: Loaded | None = None
         self._reason = "the model is loading"
+        # Set when load() has finished, served or not; `fatal` says why the model can never
+        # be served by this process (no file, a model onnxruntime rejects): the entry point
+        # exits on it, so that the pod crash-loops instead of idling unready.
+        self.done = threading.Event()
+        self.fatal: str | None = None
         metrics.set_ready(config.model_name, False)
 
     @property
@@ -69,6 +74,16 @@ class ServedModel:
         self.stop_serving(reason)
 
     def load(self) -> None:
+        try:
+            self._load()
+        finally:
+            self.done.set()
+
+    def _fatal(self, reason: str) -> None:
+        self.fatal = reason
+        self._fail(reason)
+
+    def _load(self) -> None:
         cfg = self.config
         available = ort.get_available_providers()
         choice = providers.choose(cfg.accelerator, available, cfg.cpu_fallback)
@@ -76,7 +91,7 @@ class ServedModel:
             self._fail(choice.reason)
             return
         if not cfg.model_path.is_file():
-            self._fail(f"no model file at {cfg.model_path}")
+            self._fatal(f"no model file at {cfg.model_path}")
             return
         started = time.perf_counter()
         try:
@@ -89,7 +104,7 @@ class ServedModel:
                 provider_options=[dict(opts) for opts in choice.options],
             )
         except Exception as err:  # onnxruntime raises several unrelated types
-            self._fail(f"onnxruntime could not load {cfg.model_path}: {err}")
+            self._fatal(f"onnxruntime could not load {cfg.model_path}: {err}")
             return
         seconds = time.perf_counter() - started
         confirmed = providers.confirm(choice, session.get_providers(), cfg.cpu_fallback)
@@ -123,6 +138,7 @@ class ServedModel:
     def metadata(self, loaded: Loaded) -> dict[str, Any]:
         parameters: dict[str, Any] = {
             "accelerator": self.config.accelerator,
+            "precision": self.config.precision,
             "execution_provider": loaded.choice.primary,
             "execution_providers": ",".join(loaded.choice.providers),
             "cpu_fallback": loaded.choice.fell_back,

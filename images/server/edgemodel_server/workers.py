@@ -48,6 +48,18 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_listening(host: str, port: int, children: list[subprocess.Popen[bytes]]) -> None:
+    """Return once the port takes connections (so the port logged next is usable), or a
+    worker has exited, or 60 s have passed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and all(c.poll() is None for c in children):
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
     """Run `config.workers` worker processes until a signal or a worker's exit."""
     port = config.port or _free_port(config.host)
@@ -57,6 +69,7 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
         env = {**environ, WORKER_ENV: str(index), "EDGEMODEL_WORKERS": "1",
                "EDGEMODEL_PORT": str(port), "EDGEMODEL_INTRA_OP_THREADS": str(threads)}  # fmt: skip
         children.append(subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env))
+    _wait_listening(config.host, port, children)
     log.info(
         "Serving model %s (%s, accelerator %s) on http://%s:%d with %d worker processes "
         "(%d onnxruntime threads each)",

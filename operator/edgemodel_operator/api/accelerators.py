@@ -18,6 +18,7 @@ class AcceleratorProfile:
     node_selector: Mapping[str, str]
     resource: str | None = None  # extended resource requested once per pod, e.g. nvidia.com/gpu
     tolerations: tuple[Mapping[str, Any], ...] = field(default=())
+    runtime_class: str | None = None  # RuntimeClass its pods need, e.g. nvidia
 
 
 DEFAULT_PROFILES: Mapping[str, AcceleratorProfile] = {
@@ -25,6 +26,7 @@ DEFAULT_PROFILES: Mapping[str, AcceleratorProfile] = {
         node_selector={ACCELERATOR_LABEL: "gpu"},
         resource="nvidia.com/gpu",
         tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+        runtime_class="nvidia",  # what the GPU Operator and K3s name the NVIDIA runtime
     ),
     "npu": AcceleratorProfile(node_selector={ACCELERATOR_LABEL: "npu"}, resource="edgeai.dev/npu"),
     "cpu": AcceleratorProfile(node_selector={ACCELERATOR_LABEL: "cpu"}),
@@ -49,8 +51,11 @@ def parse_profiles(raw: Any) -> dict[str, AcceleratorProfile]:
         if name not in ACCELERATORS:
             raise ValueError(f"unknown accelerator {name!r}; expected one of gpu, npu, cpu")
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{name} must be an object with nodeSelector, resource, tolerations")
-        unknown = set(entry) - {"nodeSelector", "resource", "tolerations"}
+            raise ValueError(
+                f"{name} must be an object with nodeSelector, resource, tolerations, "
+                "runtimeClassName"
+            )
+        unknown = set(entry) - {"nodeSelector", "resource", "tolerations", "runtimeClassName"}
         if unknown:
             raise ValueError(f"{name} has unknown keys {sorted(unknown)}")
         base = profiles[name]
@@ -67,9 +72,13 @@ def parse_profiles(raw: Any) -> dict[str, AcceleratorProfile]:
             isinstance(t, Mapping) for t in tolerations
         ):
             raise ValueError(f"{name}.tolerations must be a list of toleration objects")
+        runtime_class = entry.get("runtimeClassName", base.runtime_class)
+        if runtime_class is not None and not isinstance(runtime_class, str):
+            raise ValueError(f"{name}.runtimeClassName must be a RuntimeClass name")
         profiles[name] = AcceleratorProfile(
             node_selector=selector,
             resource=resource or None,
             tolerations=tuple(dict(t) for t in tolerations),
+            runtime_class=runtime_class or None,
         )
     return profiles

@@ -1,4 +1,5 @@
-"""kopf handlers for EdgeModel: parse what kopf hands over, call the service, write status.
+"""kopf handlers for EdgeModel: translate what kopf hands over, run the reconcile, publish
+its status, Events and metrics.
 
 Observation comes from kopf's watch-fed indices, so a reconcile makes no read requests;
 the same reconcile runs on create, update, resume and on a timer (level-based: pods
@@ -16,39 +17,27 @@ from typing import Any
 import kopf
 import structlog
 
-from edgemodel_operator.adapters import kube, metrics_http, prober
+from edgemodel_operator import wiring
+from edgemodel_operator.api.names import GROUP, MANAGED, MODEL_LABEL, PLURAL, VERSION
 from edgemodel_operator.config import Config
-from edgemodel_operator.metrics import Metrics
+from edgemodel_operator.reconcile.observed import Observed
+from edgemodel_operator.reconcile.plan import Pass
 from edgemodel_operator.reconcile.status import status_patch
-from edgemodel_operator.services.images import DockerBuilder, ImagePipeline
-from edgemodel_operator.services.reconcile import Observed, reconcile
+from edgemodel_operator.services.reconcile import reconcile
 
-GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
-MANAGED = {"app.kubernetes.io/managed-by": "edgemodel-operator"}
-MODEL_LABEL = "edgeai.dev/edgemodel"
 LOG = structlog.get_logger("edgemodel_operator")
 ROLLBACKS = "edgemodel_rollbacks_total"
 EVENTS = "edgemodel_events_total"
+# Children of an EdgeModel, indexed by (namespace, model): kind, API group, version, plural.
+CHILDREN = (
+    ("Deployment", "apps", "v1", "deployments"),
+    ("DaemonSet", "apps", "v1", "daemonsets"),
+    ("Service", "", "v1", "services"),
+    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
+)
 
 
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    memo.writer = kube.connect()
-    memo.metrics = Metrics()
-    builds = memo.config.builds
-    memo.images = ImagePipeline(builds, DockerBuilder(builds)) if builds else None
-    memo.prober = prober.probe if memo.config.active_probe else None
-    if memo.config.metrics_address:
-        metrics_http.serve(memo.config.metrics_address, memo.metrics.render)
-    # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeai.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="edgeai.dev", key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING  # our own Events say what happened
-    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-
-
-def _children_key(body: kopf.Body) -> tuple[str, str] | None:
+def _key(body: kopf.Body) -> tuple[str, str] | None:
     model = body.metadata.labels.get(MODEL_LABEL)
     return (str(body.metadata.namespace), model) if model else None
 
@@ -57,20 +46,40 @@ def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
     return {None: dict(body)}
 
 
-def deployments_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    key = _children_key(body)
-    return {key: {**dict(body), "kind": "Deployment"}} if key else {}
+def children_index(kind: str) -> Any:
+    def index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        key = _key(body)
+        return {key: {**dict(body), "kind": kind}} if key else {}
 
-
-def daemonsets_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    key = _children_key(body)
-    return {key: {**dict(body), "kind": "DaemonSet"}} if key else {}
+    index.__name__ = f"{kind.lower()}s_index"
+    return index
 
 
 def pods_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    key = _children_key(body)
+    key = _key(body)
     return {key: {"metadata": dict(body.metadata), "spec": dict(body.spec),
                   "status": dict(body.status)}} if key else {}  # fmt: skip
+
+
+def slices_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    key = _key(body)
+    if key is None:
+        return {}
+    return {key: {"metadata": dict(body.metadata), "endpoints": body.get("endpoints") or []}}
+
+
+def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
+    """The pass's Events (also logged) and metrics."""
+    meta = body.metadata
+    log = LOG.bind(namespace=meta.namespace, name=meta.name, generation=meta.get("generation"))
+    if done.action == "RollBack":
+        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
+                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
+    for event in done.events:
+        log.info(event.message, reason=event.reason, type=event.type)
+        metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
+                      type=event.type, reason=event.reason)  # fmt: skip
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def reconcile_edgemodel(
@@ -78,61 +87,59 @@ def reconcile_edgemodel(
 ) -> None:
     if body.metadata.deletion_timestamp:
         return  # the garbage collector removes the children; recreating them would fight it
+    parts: wiring.Components = memo.components
     key = (str(body.metadata.namespace), str(body.metadata.name))
     observed = Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
-        workloads=[
-            *indices["deployments_index"].get(key, []),
-            *indices["daemonsets_index"].get(key, []),
-        ],
+        children=[c for kind, *_ in CHILDREN
+                  for c in indices[f"{kind.lower()}s_index"].get(key, [])],
         pods=list(indices["pods_index"].get(key, [])),
-    )
+        endpoint_slices=list(indices["slices_index"].get(key, [])),
+    )  # fmt: skip
     started = time.perf_counter()
-    outcome = reconcile(
-        dict(body),
-        observed,
-        memo.writer,
-        memo.config,
-        datetime.now(UTC),
-        memo.images,
-        memo.prober,
-    )
-    memo.metrics.observe_reconcile(time.perf_counter() - started)
-    changes = status_patch(dict(body.status), outcome.status)
-    if changes:
-        patch.status.update(changes)
-    log = LOG.bind(namespace=key[0], name=key[1], generation=body.metadata.get("generation"))
-    if outcome.action == "RollBack":
-        memo.metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
-                           namespace=key[0], edgemodel=key[1])  # fmt: skip
-    for event in outcome.events:
-        log.info(event.message, reason=event.reason, type=event.type)
-        memo.metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
-                           type=event.type, reason=event.reason)  # fmt: skip
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    done = reconcile(dict(body), observed, parts.writer, parts.settings, datetime.now(UTC),
+                     parts.images, parts.prober)  # fmt: skip
+    parts.metrics.observe_reconcile(time.perf_counter() - started)
+    patch.status.update(status_patch(dict(body.status), done.status))
+    publish(body, done, parts.metrics)
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
-    """Attach every handler; config is stored in memo for them and sets the timer."""
+    """Attach every handler; the components are built at start-up and closed at exit."""
 
-    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-        memo.config = config
-        configure(settings, memo, **kwargs)
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        memo.components = wiring.build(config)
+        # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # our own Events say what happened
+        settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+
+    def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        memo.components.close()
 
     kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
     # A registry of our own starts empty: log in the way the kubernetes client does
     # (in-cluster service account, else KUBECONFIG).
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
-    kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry)(deployments_index)
-    kopf.index("apps", "v1", "daemonsets", labels=MANAGED, registry=registry)(daemonsets_index)
+    for kind, group, version, plural in CHILDREN:
+        kopf.index(group, version, plural, labels=MANAGED, registry=registry,
+                   id=f"{kind.lower()}s_index")(children_index(kind))  # fmt: skip
     kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)(pods_index)
+    kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=MANAGED,
+               registry=registry, id="slices_index")(slices_index)  # fmt: skip
     resource = (GROUP, VERSION, PLURAL)
+    labels = dict(config.selector) or None
     for decorate in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        decorate(*resource, registry=registry)(reconcile_edgemodel)
+        decorate(*resource, labels=labels, registry=registry)(reconcile_edgemodel)
     kopf.timer(
         *resource,
         interval=config.resync_seconds,
         initial_delay=config.resync_seconds,
+        labels=labels,
         registry=registry,
     )(reconcile_edgemodel)

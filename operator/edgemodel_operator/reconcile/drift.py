@@ -1,11 +1,11 @@
-"""Whether a live child differs from what it should be, and which children are orphans."""
+"""Whether a live child differs from what it should be."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from edgemodel_operator.reconcile.workloads import SPEC_HASH
+from edgemodel_operator.api.names import SPEC_HASH_ANNOTATION
 
 # Left to the spec hash: the API server rewrites quantities ("0.5" comes back as "500m").
 _HASH_ONLY = frozenset({"resources"})
@@ -30,18 +30,10 @@ def covers(live: Any, desired: Any) -> bool:
 def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
     if live is None:
         return True
-    live_hash = (live["metadata"].get("annotations") or {}).get(SPEC_HASH)
-    if live_hash != desired["metadata"]["annotations"][SPEC_HASH]:
+    live_hash = (live["metadata"].get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+    if live_hash != desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]:
         return True
     return not (
         covers(live.get("spec"), desired["spec"])
         and covers(live["metadata"].get("labels"), desired["metadata"]["labels"])
     )
-
-
-def orphans(
-    desired: Collection[tuple[str, str]], observed: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """Children (kind, name) that no target asks for any more, e.g. after a target was
-    removed or its placement switched between replicas and perNode."""
-    return [w for w in observed if (w["kind"], w["metadata"]["name"]) not in desired]

@@ -12,6 +12,11 @@ from edgemodel_operator.api.spec import ALLOWED_PRECISION, DEFAULT_PRECISION, Ta
 from edgemodel_operator.reconcile.observed import NodeInfo
 
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
+# Taints the node controller sets on nodes that are down or cordoned: availability, not fit.
+STATE_TAINTS = frozenset(
+    {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable",
+     "node.kubernetes.io/unschedulable"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,11 @@ class Placement:
     nodes: tuple[str, ...]  # names of the nodes that can run it now
     fell_back: bool = False
     message: str = ""  # why it is not where it was asked to be; empty when it is
+    # Nodes made for it that cannot run anything now: (name, why), e.g. NotReady, cordoned.
+    unavailable: tuple[tuple[str, str], ...] = ()
+    archs: tuple[str, ...] | None = None  # what its image serves; None: not known
+    runtime_class: str | None = None
+    no_image: tuple[str, ...] = ()  # nodes made for it whose architecture its image lacks
 
     @property
     def has_nodes(self) -> bool:
@@ -46,21 +56,32 @@ def tolerates(taint: Mapping[str, Any], tolerations: Sequence[Mapping[str, Any]]
     return False
 
 
-def can_run(
+def fits(
     node: NodeInfo,
     selector: Mapping[str, str],
     resource: str | None,
     tolerations: Sequence[Mapping[str, Any]],
 ) -> bool:
-    if not node.schedulable or any(node.labels.get(k) != v for k, v in selector.items()):
+    """The node is made for the target: labels, resource, tolerated taints (whether it is
+    up right now is `unavailable`'s business)."""
+    if any(node.labels.get(k) != v for k, v in selector.items()):
         return False
     if resource and node.allocatable.get(resource, "0") in ("0", ""):
         return False
     return all(
         tolerates(taint, tolerations)
         for taint in node.taints
-        if taint.get("effect") in HARD_EFFECTS
+        if taint.get("effect") in HARD_EFFECTS and taint.get("key") not in STATE_TAINTS
     )
+
+
+def can_run(
+    node: NodeInfo,
+    selector: Mapping[str, str],
+    resource: str | None,
+    tolerations: Sequence[Mapping[str, Any]],
+) -> bool:
+    return not node.unavailable and node.schedulable and fits(node, selector, resource, tolerations)
 
 
 def _candidate(
@@ -71,8 +92,11 @@ def _candidate(
     precision = target.precision
     if precision not in ALLOWED_PRECISION[accelerator]:
         precision = DEFAULT_PRECISION[accelerator]
-    matching = sorted(n.name for n in nodes if can_run(n, selector, profile.resource, tolerations))
+    made_for = [n for n in nodes if fits(n, selector, profile.resource, tolerations)]
+    matching = sorted(n.name for n in made_for if not n.unavailable)
+    down = tuple(sorted((n.name, n.unavailable) for n in made_for if n.unavailable))
     return Placement(
+        unavailable=down,
         target=target,
         accelerator=accelerator,
         precision=precision,
@@ -80,10 +104,19 @@ def _candidate(
         tolerations=tolerations,
         resource=profile.resource,
         nodes=tuple(matching),
+        runtime_class=profile.runtime_class,
     )
 
 
+def unavailable_text(placement: Placement, limit: int = 5) -> str:
+    shown = [f"{name} ({why})" for name, why in placement.unavailable[:limit]]
+    more = len(placement.unavailable) - limit
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
 def _no_nodes(placement: Placement) -> str:
+    if placement.unavailable:
+        return f"every node it runs on is unavailable: {unavailable_text(placement)}"
     what = f"no schedulable node matches {selector_text(placement.node_selector)}"
     if placement.resource:
         what += f" with {placement.resource} allocatable"
@@ -107,3 +140,40 @@ def place(
     precision = "" if second.precision == target.precision else f" in {second.precision}"
     note = f"{reason}; running on {target.fallback}{precision} (fallback)"
     return replace(second, fell_back=True, message=note)
+
+
+ARCH_LABEL = "kubernetes.io/arch"
+
+
+def node_arch(node: NodeInfo) -> str:
+    return node.labels.get(ARCH_LABEL, "amd64")
+
+
+def for_architectures(
+    placement: Placement, archs: Sequence[str] | None, nodes: Sequence[NodeInfo]
+) -> Placement:
+    """Keep the nodes whose architecture the target's image serves (`archs`, from its
+    index); the others are named, not crash-looped on."""
+    if archs is None:
+        return placement
+    by_name = {n.name: n for n in nodes}
+    keep = tuple(n for n in placement.nodes if node_arch(by_name[n]) in archs)
+    dropped = tuple(n for n in placement.nodes if n not in keep)
+    narrowed = replace(placement, archs=tuple(sorted(archs)), nodes=keep, no_image=dropped,
+                       unavailable=tuple(u for u in placement.unavailable
+                                         if node_arch(by_name[u[0]]) in archs))  # fmt: skip
+    if dropped and not keep:
+        note = f"target {placement.target.name}: {no_image_text(narrowed)}"
+        return replace(narrowed, message=note)
+    return narrowed
+
+
+def no_image_text(placement: Placement, limit: int = 5) -> str:
+    shown = ", ".join(placement.no_image[:limit])
+    more = len(placement.no_image) - limit
+    variant = f"{placement.accelerator}/{placement.precision}"
+    return (
+        f"no image for the architecture of node(s) {shown}"
+        f"{f' and {more} more' if more > 0 else ''}: the {variant} image serves "
+        f"{', '.join(placement.archs or ())} only"
+    )

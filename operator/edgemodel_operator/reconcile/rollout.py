@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from edgemodel_operator.api.conditions import timestamp
+from edgemodel_operator.api.names import REVISION_ANNOTATION
+from edgemodel_operator.reconcile.probes import probe_failure
 
-REVISION_ANNOTATION = "edgeai.dev/revision"
 MAX_FAILED_REMEMBERED = 10
 MAX_EVIDENCE = 5
 CRASH_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError")
@@ -51,6 +52,7 @@ class RolloutState:
     failed: tuple[FailedRevision, ...] = ()
     wave: int = 0  # the wave under way, for perNode targets rolled out in waves
     wave_started_at: str | None = None  # the progress deadline counts per wave
+    paused_at: str | None = None  # since when a target's nodes are all unavailable
 
     def failure(self, revision: str) -> FailedRevision | None:
         return next((f for f in self.failed if f.revision == revision), None)
@@ -69,6 +71,7 @@ class TargetHealth:
     lost: tuple[str, ...] = ()  # pods that were Ready and are not any more
     expected: int | None = None  # pods due on the revision in the current wave; None: all
     probe_failed: tuple[str, ...] = ()  # "pod p on node n: what the active probe saw"
+    blocked: str = ""  # why it cannot progress now: every node it runs on is unavailable
 
     @property
     def healthy(self) -> bool:
@@ -104,6 +107,32 @@ def _since(now: datetime, stamp: str | None) -> float:
         return 0.0
     then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
     return (now - then).total_seconds()
+
+
+def _shift(stamp: str | None, seconds: float) -> str | None:
+    if not stamp:
+        return stamp
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    return (then + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pause_or_resume(
+    revision: str, state: RolloutState, health: Sequence[TargetHealth], now: datetime
+) -> tuple[RolloutState, Plan | None]:
+    """While a target's every node is unavailable the rollout waits, gates and deadline
+    included: an outage is not a failed version. Once the nodes are back, the deadline is
+    pushed back by the time they were away."""
+    stamp = timestamp(now)
+    blocked = [f"{h.name}: {h.blocked}" for h in health if h.blocked]
+    if blocked:
+        paused = replace(state, paused_at=state.paused_at or stamp, ready_since=None)
+        message = "Waiting for nodes to come back; " + "; ".join(blocked)
+        return paused, Plan(Action.ROLL_FORWARD, revision, paused, "NodesUnavailable", message)
+    if state.paused_at:
+        away = _since(now, state.paused_at)
+        state = replace(state, paused_at=None, started_at=_shift(state.started_at, away),
+                        wave_started_at=_shift(state.wave_started_at, away))  # fmt: skip
+    return state, None
 
 
 def gate_failure(
@@ -166,7 +195,11 @@ def decide(
 
     if state.revision != revision:  # a new rollout starts now
         state = replace(state, revision=revision, started_at=stamp, ready_since=None, wave=0,
-                        wave_started_at=None)  # fmt: skip
+                        wave_started_at=None, paused_at=None)  # fmt: skip
+
+    state, waiting = _pause_or_resume(revision, state, health, now)
+    if waiting is not None:
+        return waiting
 
     failure = gate_failure(health, policy, state, now)
     if failure is not None:
@@ -214,6 +247,25 @@ def _where(pod: Mapping[str, Any]) -> str:
     return f"pod {pod['metadata']['name']} on {node}"
 
 
+def crash(pod: Mapping[str, Any], failure_threshold: int) -> str | None:
+    """Why a pod's (init) container keeps failing, with its last words; None if it is not."""
+    status = pod.get("status") or {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            restarts = int(cs.get("restartCount", 0))
+            if waiting.get("reason") not in CRASH_REASONS and restarts < failure_threshold:
+                continue
+            why = waiting.get("reason") or "restarting"
+            ended = (cs.get("lastState") or {}).get("terminated") or {}
+            said = str(ended.get("message") or waiting.get("message") or "").strip()
+            said = said.splitlines()[-1][:300] if said else ""
+            init = f"init container {cs.get('name')}: " if key == "initContainerStatuses" else ""
+            detail = f": {said}" if said else ""
+            return f"{init}{why} ({restarts} restarts){detail}"
+    return None
+
+
 def target_health(
     name: str,
     revision: str,
@@ -228,18 +280,11 @@ def target_health(
     mine = [
         p
         for p in pods
-        if ((p.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION) == revision
-        and not p["metadata"].get("deletionTimestamp")
+        if pod_revision(p) == revision and not p["metadata"].get("deletionTimestamp")
     ]
     not_ready = [p for p in mine if not pod_ready(p)]
-    crashing = []
-    for p in mine:
-        for cs in (p.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            restarts = int(cs.get("restartCount", 0))
-            if waiting.get("reason") in CRASH_REASONS or restarts >= failure_threshold:
-                why = waiting.get("reason") or "restarting"
-                crashing.append(f"{_where(p)}: {why} ({restarts} restarts)")
+    crashing = [f"{_where(p)}: {why}" for p in mine if (why := crash(p, failure_threshold))]
+    probed = [f"{_where(p)}: {why}" for p in mine if (why := probe_failure(p))]
     return TargetHealth(
         name=name,
         desired=desired,
@@ -247,6 +292,7 @@ def target_health(
         settled=settled,
         not_ready=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]),
         crashing=tuple(crashing[:MAX_EVIDENCE]),
+        probe_failed=tuple(probed[:MAX_EVIDENCE]),
         # Only a scheduled pod can lose readiness; one waiting for a node is just new.
         lost=tuple(_where(p) for p in not_ready if (p.get("spec") or {}).get("nodeName"))[
             :MAX_EVIDENCE
@@ -265,6 +311,7 @@ def state_from_status(status: Mapping[str, Any]) -> RolloutState:
         ready_since=rollout.get("readySince"),
         wave=max(0, int(rollout.get("wave", 1)) - 1),
         wave_started_at=rollout.get("waveStartedAt"),
+        paused_at=rollout.get("pausedAt"),
         stable_revision=stable.get("revision"),
         stable_spec=stable.get("spec"),
         failed=tuple(
@@ -287,6 +334,7 @@ def state_to_status(state: RolloutState) -> dict[str, Any]:
                 "readySince": state.ready_since,
                 "wave": state.wave + 1 if state.wave_started_at else None,
                 "waveStartedAt": state.wave_started_at,
+                "pausedAt": state.paused_at,
             }.items()
             if v
         },

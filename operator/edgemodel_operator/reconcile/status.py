@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from edgemodel_operator.api import conditions as c
-from edgemodel_operator.reconcile.placement import Placement
+from edgemodel_operator.reconcile.placement import Placement, no_image_text, unavailable_text
 from edgemodel_operator.reconcile.rollout import Action, Plan, state_to_status
 from edgemodel_operator.reconcile.workloads import running_image, workload_name
 
@@ -19,6 +19,9 @@ MAX_NODES_LISTED = 20
 class TargetObservation:
     workload: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    service: str = ""  # the Service apps call
+    endpoints: int = 0  # its ready endpoints
+    pending: bool = False  # the workload was just (re)written: its status is not yet about it
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def build_status(
     for p in placements:
         seen = observed.get(p.target.name, TargetObservation(None))
         n = counts(seen.workload)
+        if seen.pending:
+            n = replace(n, current=False)
         nodes = _nodes(seen.pods)
         targets.append(
             {
@@ -121,6 +126,10 @@ def build_status(
                 "updated": n.updated,
                 "nodes": nodes[:MAX_NODES_LISTED],
                 "nodeCount": len(nodes),
+                "service": seen.service,
+                "endpoints": seen.endpoints,
+                "unavailable": len(p.unavailable),
+                "noImage": len(p.no_image),
             }
         )
         if not _target_ready(n, p):
@@ -134,6 +143,10 @@ def build_status(
 
     missing = [p.message for p in placements if not p.has_nodes]
     fell_back = [p.message for p in placements if p.fell_back]
+    down = [f"target {p.target.name}: node(s) unavailable: {unavailable_text(p)}"
+            for p in placements if p.has_nodes and p.unavailable]  # fmt: skip
+    no_image = [f"target {p.target.name}: {no_image_text(p)}"
+                for p in placements if p.has_nodes and p.no_image]  # fmt: skip
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
 
     def put(type_: str, ok: bool, reason: str, message: str) -> None:
@@ -143,13 +156,23 @@ def build_status(
     total = len(placements)
     ready_count = total - len(not_ready)
     if missing:
-        put(c.DEGRADED, True, c.NO_MATCHING_NODES, "; ".join(missing))
-        put(c.READY, False, c.NO_MATCHING_NODES, "; ".join(missing))
+        all_down = all(p.unavailable for p in placements if not p.has_nodes)
+        all_arch = all(p.no_image for p in placements if not p.has_nodes)
+        reason = (
+            c.NODES_UNAVAILABLE if all_down
+            else c.NO_IMAGE_FOR_ARCHITECTURE if all_arch else c.NO_MATCHING_NODES
+        )  # fmt: skip
+        put(c.DEGRADED, True, reason, "; ".join(missing + down))
+        put(c.READY, False, reason, "; ".join(missing))
     elif blocked:
         put(c.DEGRADED, True, c.UNSCHEDULABLE, "; ".join(blocked))
         put(c.READY, False, c.UNSCHEDULABLE, "; ".join(blocked))
     else:
-        if fell_back:
+        if down:
+            put(c.DEGRADED, True, c.NODES_UNAVAILABLE, "; ".join(down + no_image + fell_back))
+        elif no_image:
+            put(c.DEGRADED, True, c.NO_IMAGE_FOR_ARCHITECTURE, "; ".join(no_image + fell_back))
+        elif fell_back:
             put(c.DEGRADED, True, c.FELL_BACK, "; ".join(fell_back))
         else:
             put(c.DEGRADED, False, c.AS_EXPECTED, "Every target runs on its own accelerator")
@@ -266,6 +289,9 @@ def annotate_rollout(
         if plan.action is Action.PROMOTE:
             events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
                                     "gates and is now the stable revision"))  # fmt: skip
+        elif plan.reason == "NodesUnavailable":
+            put(c.PROGRESSING, True, c.NODES_UNAVAILABLE, f"Rollout of {rev} paused: "
+                f"{plan.message}")  # fmt: skip
         elif plan.action is Action.ROLL_FORWARD and status["phase"] == "Ready":
             put(c.PROGRESSING, True, c.STABILIZING, f"Revision {rev} is Ready; watching it for "
                 "the stabilization window before promoting it to stable")  # fmt: skip

@@ -1,26 +1,45 @@
 """The desired child workload of one placed target: a Deployment (replicas) or a DaemonSet
-(perNode), complete and deterministic, as a plain dict ready for server-side apply."""
+(perNode), complete and deterministic, as a plain dict ready for server-side apply.
+
+A pod runs an image that carries its model (built by the operator, or the target's own),
+or the accelerator's model server image, which carries none: then an init container
+fetches spec.model.uri into an emptyDir and verifies its sha256 before the server starts."""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgemodel_operator.api.names import (
+    ACCELERATOR_LABEL,
+    MANAGED_BY,
+    MODEL_LABEL,
+    PROBE_CONDITION,
+    REVISION_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+    TARGET_LABEL,
+)
 from edgemodel_operator.api.spec import EdgeModelSpec
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
 
-MANAGED_BY = "edgemodel-operator"
-MODEL_LABEL = "edgeai.dev/edgemodel"
-TARGET_LABEL = "edgeai.dev/target"
-ACCELERATOR_LABEL = "edgeai.dev/accelerator"
-SPEC_HASH = "edgeai.dev/spec-hash"
-REVISION = "edgeai.dev/revision"
 RUN_AS = 65532  # the model server images' non-root user
+MODELS_DIR = "/models"  # where the server image looks for /models/model.onnx
+MODELS_SIZE_LIMIT = "4Gi"  # the emptyDir a fetched model lives in
+SERVER_PYTHON = "/opt/venv/bin/python"  # the server image's interpreter (images/Dockerfile)
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 @dataclass(frozen=True)
@@ -34,10 +53,12 @@ class Owner:
 
 @dataclass(frozen=True)
 class WorkloadSettings:
-    default_image: str  # "{accelerator}" is filled in
+    default_image: str  # the model server without a model; "{accelerator}" is filled in
     image_pull_policy: str = "IfNotPresent"
     # Images built for this model, by "accelerator/precision", pinned by digest.
     pinned: Mapping[str, str] = field(default_factory=dict)
+    # Pods wait for the operator's active probe (a readiness gate) before taking traffic.
+    probe_gate: bool = False
 
 
 def variant_key(accelerator: str, precision: str) -> str:
@@ -52,14 +73,14 @@ def label_value(text: str) -> str:
     return _LABEL_UNSAFE.sub("-", text)[:63].strip("-._")
 
 
-def image_for(placement: Placement, settings: WorkloadSettings) -> str:
-    """The target's own image, else the one built for its variant, else the default."""
+def image_for(placement: Placement, settings: WorkloadSettings) -> tuple[str, bool]:
+    """The image to run and whether it carries the model: the target's own image, else the
+    one built for its variant, else the accelerator's server image (without a model)."""
+    own = placement.target.image
     built = settings.pinned.get(variant_key(placement.accelerator, placement.precision))
-    return (
-        placement.target.image
-        or built
-        or settings.default_image.format(accelerator=placement.accelerator)
-    )
+    if own or built:
+        return str(own or built), True
+    return settings.default_image.format(accelerator=placement.accelerator), False
 
 
 def _percent_of(value: int | str, total: int) -> int:
@@ -85,13 +106,14 @@ def _container(spec: EdgeModelSpec, placement: Placement, image: str, model: str
         resources["limits"] = {**resources.get("limits", {}), placement.resource: "1"}
     env = {
         "EDGEMODEL_MODEL_NAME": model,
-        "EDGEMODEL_MODEL_URI": spec.model.uri,
-        "EDGEMODEL_MODEL_SHA256": spec.model.sha256,
         "EDGEMODEL_MODEL_VERSION": spec.model.version,
         "EDGEMODEL_ACCELERATOR": placement.accelerator,
         "EDGEMODEL_PRECISION": placement.precision,
         "EDGEMODEL_PORT": str(port),
     }
+    if placement.target.fallback == "cpu" and placement.accelerator != "cpu":
+        # The target accepts CPUs: its server may answer on CPU when its provider is missing.
+        env["EDGEMODEL_CPU_FALLBACK"] = "true"
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
@@ -104,14 +126,7 @@ def _container(spec: EdgeModelSpec, placement: Placement, image: str, model: str
         ),
         "readinessProbe": http("/v2/health/ready", probe.failure_threshold),
         "livenessProbe": http("/v2/health/live", probe.failure_threshold),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": copy.deepcopy(RESTRICTED),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if resources:
@@ -119,83 +134,57 @@ def _container(spec: EdgeModelSpec, placement: Placement, image: str, model: str
     return container
 
 
-def build_workload(
-    owner: Owner,
-    spec: EdgeModelSpec,
-    placement: Placement,
-    settings: WorkloadSettings,
-    revision: str,
-) -> dict[str, Any]:
-    target = placement.target
-    name = workload_name(owner.name, target.name)
-    selector = {MODEL_LABEL: owner.name, TARGET_LABEL: target.name}
-    labels = {
+def _fetcher(spec: EdgeModelSpec, image: str) -> dict[str, Any]:
+    """The init container that puts the model in place (edgemodel_server.fetch)."""
+    return {
+        "name": "fetch-model",
+        "image": image,
+        "command": [SERVER_PYTHON, "-m", "edgemodel_server.fetch"],
+        "env": [
+            {"name": "EDGEMODEL_MODEL_URI", "value": spec.model.uri},
+            {"name": "EDGEMODEL_MODEL_SHA256", "value": spec.model.sha256},
+            {"name": "EDGEMODEL_MODEL_PATH", "value": f"{MODELS_DIR}/model.onnx"},
+        ],
+        "securityContext": copy.deepcopy(RESTRICTED),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}],
+    }
+
+
+def target_labels(owner: Owner, spec: EdgeModelSpec, placement: Placement) -> dict[str, str]:
+    """Labels of every child of a target, its pods included."""
+    name = workload_name(owner.name, placement.target.name)
+    return {
         "app.kubernetes.io/name": "edgemodel-server",
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/version": label_value(spec.model.version) or "unknown",
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/part-of": owner.name,
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        **selector,
+        MODEL_LABEL: owner.name,
+        TARGET_LABEL: placement.target.name,
         ACCELERATOR_LABEL: placement.accelerator,
     }
-    image = image_for(placement, settings)
-    container = _container(spec, placement, image, owner.name)
-    container["imagePullPolicy"] = settings.image_pull_policy
-    pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
-    }
-    if placement.node_selector:
-        pod_spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
-    template = {
-        "metadata": {"labels": dict(labels), "annotations": {REVISION: revision}},
-        "spec": pod_spec,
-    }
-    max_unavailable = spec.rollout.max_unavailable
-    workload_spec: dict[str, Any] = {
-        "selector": {"matchLabels": selector},
-        "template": template,
-        "revisionHistoryLimit": 5,
-    }
-    if target.placement == "perNode":
-        kind = "DaemonSet"
-        workload_spec["updateStrategy"] = (
-            {"type": "OnDelete"}  # the operator moves nodes wave by wave (reconcile/waves.py)
-            if spec.rollout.waves
-            else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}
-        )
-    else:
-        kind = "Deployment"
-        # An accelerator-bound pod cannot surge onto a node whose device is taken.
-        surge = 0 if placement.resource else 1
-        if surge == 0 and _percent_of(max_unavailable, target.replicas) == 0:
-            max_unavailable = 1
-        workload_spec["replicas"] = target.replicas
-        workload_spec["progressDeadlineSeconds"] = spec.rollout.progress_deadline_seconds
-        workload_spec["strategy"] = {
-            "type": "RollingUpdate",
-            "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": surge},
-        }
+
+
+def pod_selector(owner: Owner, placement: Placement) -> dict[str, str]:
+    return {MODEL_LABEL: owner.name, TARGET_LABEL: placement.target.name}
+
+
+def child(
+    owner: Owner, api_version: str, kind: str, name: str, labels: Mapping[str, str],
+    spec: Mapping[str, Any], annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """An object the EdgeModel owns (the garbage collector deletes it with the model),
+    stamped with the hash of its whole desired form for drift detection."""
     body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
+        "apiVersion": api_version,
         "kind": kind,
         "metadata": {
             "name": name,
             "namespace": owner.namespace,
-            "labels": labels,
-            "annotations": {REVISION: revision},
+            "labels": dict(labels),
+            "annotations": dict(annotations or {}),
             "ownerReferences": [
                 {
                     "apiVersion": owner.api_version,
@@ -207,10 +196,105 @@ def build_workload(
                 }
             ],
         },
-        "spec": workload_spec,
+        "spec": dict(spec),
     }
-    body["metadata"]["annotations"][SPEC_HASH] = digest(body, length=16)
+    body["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = digest(body, length=16)
     return body
+
+
+def _pod_spec(
+    spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str
+) -> dict[str, Any]:
+    image, carries_model = image_for(placement, settings)
+    container = _container(spec, placement, image, model)
+    container["imagePullPolicy"] = settings.image_pull_policy
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if not carries_model:
+        fetcher = _fetcher(spec, image)
+        fetcher["imagePullPolicy"] = settings.image_pull_policy
+        pod_spec["initContainers"] = [fetcher]
+        container["volumeMounts"].append(
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "models", "emptyDir": {"sizeLimit": MODELS_SIZE_LIMIT}})
+    if settings.probe_gate:
+        pod_spec["readinessGates"] = [{"conditionType": PROBE_CONDITION}]
+    if placement.runtime_class:
+        pod_spec["runtimeClassName"] = placement.runtime_class
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.archs is not None:  # only the architectures its image serves
+        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": list(placement.archs)}
+            ]}]}}}  # fmt: skip
+    if placement.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    return pod_spec
+
+
+def _update_strategy(spec: EdgeModelSpec, placement: Placement) -> dict[str, Any]:
+    """How a DaemonSet moves its nodes to a new revision."""
+    max_unavailable = spec.rollout.max_unavailable
+    if spec.rollout.waves:  # the operator moves nodes wave by wave (reconcile/waves.py)
+        return {"type": "OnDelete"}
+    if placement.resource:  # the device is taken: the pod is replaced in place
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}
+    # The new pod starts beside the old one, so apps on the node never lose their server.
+    surge = max_unavailable if max_unavailable not in (0, "0", "0%") else 1
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 0}}
+
+
+def build_workload(
+    owner: Owner,
+    spec: EdgeModelSpec,
+    placement: Placement,
+    settings: WorkloadSettings,
+    revision: str,
+) -> dict[str, Any]:
+    target = placement.target
+    labels = target_labels(owner, spec, placement)
+    template = {
+        "metadata": {"labels": dict(labels), "annotations": {REVISION_ANNOTATION: revision}},
+        "spec": _pod_spec(spec, placement, settings, owner.name),
+    }
+    workload_spec: dict[str, Any] = {
+        "selector": {"matchLabels": pod_selector(owner, placement)},
+        "template": template,
+        "revisionHistoryLimit": 5,
+    }
+    if target.placement == "perNode":
+        kind = "DaemonSet"
+        workload_spec["updateStrategy"] = _update_strategy(spec, placement)
+    else:
+        kind = "Deployment"
+        # An accelerator-bound pod cannot surge onto a node whose device is taken.
+        max_unavailable = spec.rollout.max_unavailable
+        surge = 0 if placement.resource else 1
+        if surge == 0 and _percent_of(max_unavailable, target.replicas) == 0:
+            max_unavailable = 1
+        workload_spec["replicas"] = target.replicas
+        workload_spec["progressDeadlineSeconds"] = spec.rollout.progress_deadline_seconds
+        workload_spec["strategy"] = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": surge},
+        }
+    name = workload_name(owner.name, target.name)
+    return child(owner, "apps/v1", kind, name, labels, workload_spec,
+                 {REVISION_ANNOTATION: revision})  # fmt: skip
 
 
 def running_image(workload: Mapping[str, Any] | None) -> str | None:

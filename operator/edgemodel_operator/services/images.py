@@ -1,10 +1,13 @@
 """The image pipeline: fetch the model, verify its sha256, make the variant (fp16, int8),
-check it still answers like the original, then build, smoke-test and push its image.
+check it still answers like the original, then have the builder make its image: the
+accelerator's published server index plus the model, smoke-tested on every platform.
 
 Builds take minutes, so they run on a worker thread; reconcile() only asks `state()` and
-gets Ready (a digest-pinned reference), Building (with the latest progress line) or Failed
+gets Ready (a digest-pinned index), Building (with the latest progress line) or Failed
 (terminal for a wrong digest, a failed accuracy gate or a failing smoke test; retried with
-backoff for everything else, such as an unreachable registry)."""
+backoff for everything else, such as an unreachable registry). Images are content-
+addressed: the same model, variant and server image always name the same image, so a
+registry that has it means nothing to fetch or build."""
 
 from __future__ import annotations
 
@@ -17,53 +20,31 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import structlog
 
-from edgemodel_operator import __version__
+from edgemodel_operator.adapters.docker_engine import DockerEngine
 from edgemodel_operator.adapters.fetch import FetchError, fetch
 from edgemodel_operator.adapters.image_errors import ImageError, SmokeTestFailed
-from edgemodel_operator.adapters.images import BuildRequest, BuiltImage, ImageBuilder, Manifest
+from edgemodel_operator.adapters.model_images import (
+    BuiltImage,
+    DockerModelBuilder,
+    ModelBuilder,
+    ModelImageRequest,
+    RegistryModelBuilder,
+)
+from edgemodel_operator.adapters.registry import Registry
+from edgemodel_operator.adapters.unpacked import UnpackedRunner
 from edgemodel_operator.api.spec import Validation
 from edgemodel_operator.config import BuildConfig
 from edgemodel_operator.optimize import OptimizeError, Samples, assess, load_samples, optimize
 from edgemodel_operator.optimize.digest import sha256_file
 from edgemodel_operator.optimize.plan import gate_plan
-from edgemodel_operator.reconcile.images import Variant, image_tag, repository
+from edgemodel_operator.reconcile.images import ImageJob, ImageState, image_tag, repository
 
 LOG = structlog.get_logger("edgemodel_operator.images")
 RETRY_SECONDS = (15, 30, 60, 120, 300, 600)
-
-
-class Builder(Protocol):
-    def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage: ...
-
-    def manifest(self, repository: str, tag: str) -> Manifest | None: ...
-
-
-@dataclass(frozen=True)
-class ImageJob:
-    namespace: str
-    model: str
-    uri: str
-    sha256: str
-    version: str
-    variant: Variant
-    samples_uri: str | None = None
-    max_accuracy_drop: float = 0.01
-    validation: Validation | None = None  # spec.model.validation; overrides the two above
-
-
-@dataclass(frozen=True)
-class ImageState:
-    state: Literal["Ready", "Building", "Failed"]
-    reference: str = ""  # repository@sha256:..., when Ready
-    size_bytes: int = 0
-    reason: str = ""  # when Failed: ModelDigestMismatch, AccuracyGateFailed, ...
-    message: str = ""  # progress while Building, the cause when Failed
-    terminal: bool = False  # Failed for good: the same inputs fail the same way
-    model: dict[str, Any] | None = None  # the variant's figures (optimize.assess), if known
 
 
 class TerminalFailure(Exception):
@@ -78,21 +59,19 @@ class _Job:
     progress: str = "queued"
     attempts: int = 1
     retry_at: float = 0.0
-    figures: dict[str, Any] | None = None
+    figures: dict[str, Any] | None = None  # the variant's figures (optimize.assess)
 
 
-class DockerBuilder:
-    """The ImageBuilder adapter seen through the Builder port."""
-
-    def __init__(self, config: BuildConfig) -> None:
-        auth = _auth_from_file(config.auth_file, config.registry) if config.auth_file else None
-        self._builder = ImageBuilder(config.docker_host, config.registry_insecure, auth)
-
-    def ensure(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage:
-        return self._builder.ensure(request, progress)
-
-    def manifest(self, repository: str, tag: str) -> Manifest | None:
-        return self._builder.registry.manifest(repository, tag)
+def builder_for(config: BuildConfig) -> ModelBuilder:
+    """The registry-native builder (the default), or the Docker Engine API's."""
+    auth = _auth_from_file(config.auth_file, config.registry) if config.auth_file else None
+    registry = Registry(insecure=config.registry_insecure, auth=auth)
+    if config.builder == "docker":
+        engine = DockerEngine(config.docker_host, auth)
+        return DockerModelBuilder(registry, engine, Path(config.context_dir))
+    return RegistryModelBuilder(
+        registry, UnpackedRunner(registry, Path(config.work_dir) / "rootfs")
+    )
 
 
 def _auth_from_file(path: str, registry: str) -> dict[str, str] | None:
@@ -111,41 +90,43 @@ class ImagePipeline:
     def __init__(
         self,
         config: BuildConfig,
-        builder: Builder,
+        builder: ModelBuilder,
+        server_image: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._builder = builder
+        self._server_image = server_image  # "{accelerator}" is filled in
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-build")
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
 
-    def reference_of(self, job: ImageJob) -> tuple[str, str]:
-        repo = repository(self._config.registry, job.namespace, job.model)
-        tag = image_tag(job.sha256, job.variant, __version__, self._config.base_image)
-        return repo, tag
+    def server_of(self, job: ImageJob) -> str:
+        return self._server_image.format(accelerator=job.variant.accelerator)
 
     def state(self, job: ImageJob) -> ImageState:
         """Where the image of `job` stands; starts (or restarts) its build when needed."""
-        repo, tag = self.reference_of(job)
-        key = f"{repo}:{tag}"
+        repo = repository(self._config.registry, job.namespace, job.model)
+        key = f"{repo}:{job.sha256}:{job.variant.accelerator}/{job.variant.precision}"
         with self._lock:
             current = self._jobs.get(key)
             if current is None:
-                self._jobs[key] = self._submit(job, repo, tag, attempts=1)
+                self._jobs[key] = self._submit(job, repo, attempts=1)
                 return ImageState("Building", message=f"Queued the build of {key}")
             if not current.future.done():
                 return ImageState("Building", message=current.progress)
             error = current.future.exception()
             if error is None:
                 built = current.future.result()
-                return ImageState("Ready", reference=built.reference, size_bytes=built.size_bytes,
+                platforms = tuple((p.arch, p.smoke_test) for p in built.platforms)
+                return ImageState("Ready", reference=built.reference,
+                                  size_bytes=built.size_bytes, platforms=platforms,
                                   model=current.figures)  # fmt: skip
             if isinstance(error, TerminalFailure):
                 return ImageState("Failed", reason=error.reason, message=str(error), terminal=True)
             if self._clock() >= current.retry_at:
-                self._jobs[key] = self._submit(job, repo, tag, attempts=current.attempts + 1)
+                self._jobs[key] = self._submit(job, repo, attempts=current.attempts + 1)
                 return ImageState("Building", message=f"Retrying the build of {key}")
             wait = current.retry_at - self._clock()
             return ImageState(
@@ -154,18 +135,18 @@ class ImagePipeline:
                 message=f"{error} (attempt {current.attempts}; retrying in {wait:.0f}s)",
             )
 
-    def _submit(self, job: ImageJob, repo: str, tag: str, attempts: int) -> _Job:
+    def _submit(self, job: ImageJob, repo: str, attempts: int) -> _Job:
         record = _Job(future=Future(), attempts=attempts)
         delay = RETRY_SECONDS[min(attempts - 1, len(RETRY_SECONDS) - 1)]
         record.retry_at = float("inf")
 
         def progress(line: str) -> None:
             record.progress = line
-            LOG.info(line, namespace=job.namespace, name=job.model, image=f"{repo}:{tag}")
+            LOG.info(line, namespace=job.namespace, name=job.model, image=repo)
 
         def run() -> BuiltImage:
             try:
-                return self._make(job, repo, tag, progress, record)
+                return self._make(job, repo, progress, record)
             except Exception:
                 record.retry_at = self._clock() + delay
                 raise
@@ -174,18 +155,19 @@ class ImagePipeline:
         return record
 
     def _make(
-        self, job: ImageJob, repo: str, tag: str, progress: Callable[[str], None], record: _Job
+        self, job: ImageJob, repo: str, progress: Callable[[str], None], record: _Job
     ) -> BuiltImage:
+        server = self.server_of(job)
+        tag = image_tag(job.sha256, job.variant, self._builder.server_digest(server))
         work = Path(self._config.work_dir)
         out = work / "variants" / job.sha256 / job.variant.accelerator
         figures_file = out / f"figures-{job.variant.precision}.json"
-        existing = self._builder.manifest(repo, tag)
+        existing = self._builder.find(repo, tag)
         if existing is not None:  # content-addressed: nothing to fetch or build
             progress(f"{repo}:{tag} is already in the registry")
             if figures_file.is_file():
                 record.figures = json.loads(figures_file.read_text())
-            return BuiltImage(f"{repo}@{existing.digest}", existing.digest,
-                              existing.size_bytes, built=False)  # fmt: skip
+            return existing
         model = self._model(job, work, progress)
         validation = job.validation or (
             Validation(job.samples_uri, job.max_accuracy_drop) if job.samples_uri else None
@@ -209,20 +191,18 @@ class ImagePipeline:
             progress(f"Accuracy gate: {assessed.verdict.message}")
             if not assessed.verdict.passed:
                 raise TerminalFailure("AccuracyGateFailed", assessed.verdict.message)
-        request = BuildRequest(
+        request = ModelImageRequest(
             model_file=variant.path,
             model_name=job.model,
             model_version=job.version,
             accelerator=job.variant.accelerator,
             precision=job.variant.precision,
+            server_image=server,
             repository=repo,
             tag=tag,
-            base_image=self._config.base_image,
-            context_dir=Path(self._config.context_dir),
-            wheels_dir=Path(self._config.wheels_dir) / job.variant.accelerator,
         )
         try:
-            return self._builder.ensure(request, progress)
+            return self._builder.build(request, progress)
         except SmokeTestFailed as err:
             raise TerminalFailure("SmokeTestFailed", str(err)) from err
 

@@ -1,0 +1,382 @@
+"""One reconcile pass as data: from the EdgeModel and what the cluster holds, everything the
+pass should do: the children to apply and delete, the pods to move, the status to write,
+the Events to post and the rollout decision to count. Pure: the service executes it.
+
+The steps: parse the spec (an invalid one only gets a status); place each target; when
+the operator builds images, wait for them (nothing is touched meanwhile); decide the
+rollout (reconcile/rollout.py); render the children of the revision to run (the spec's,
+or the stable one when rolling back); note what drifted; build the status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from edgemodel_operator.api import conditions as c
+from edgemodel_operator.api.accelerators import AcceleratorProfile
+from edgemodel_operator.api.errors import InvalidSpec
+from edgemodel_operator.api.names import TARGET_LABEL
+from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
+from edgemodel_operator.reconcile.drift import needs_apply
+from edgemodel_operator.reconcile.images import (
+    ImageJob,
+    ImageState,
+    validation_condition,
+    variants,
+)
+from edgemodel_operator.reconcile.network import (
+    ProbeSource,
+    build_network_policy,
+    build_service,
+    ready_endpoints,
+    service_name,
+)
+from edgemodel_operator.reconcile.observed import NodeInfo, Observed, node_info
+from edgemodel_operator.reconcile.placement import (
+    Placement,
+    for_architectures,
+    place,
+    unavailable_text,
+)
+from edgemodel_operator.reconcile.revision import revision
+from edgemodel_operator.reconcile.rollout import (
+    Action,
+    Plan,
+    Policy,
+    TargetHealth,
+    decide,
+    pod_revision,
+    state_from_status,
+    target_health,
+)
+from edgemodel_operator.reconcile.status import (
+    EventSpec,
+    TargetObservation,
+    annotate_rollout,
+    build_status,
+    counts,
+    events_for,
+    invalid_status,
+)
+from edgemodel_operator.reconcile.waves import (
+    node_order,
+    pods_to_replace,
+    unavailable_budget,
+    wave_sizes,
+)
+from edgemodel_operator.reconcile.workloads import (
+    Owner,
+    WorkloadSettings,
+    build_workload,
+    variant_key,
+    workload_name,
+)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What the operator's configuration means for every pass."""
+
+    accelerators: Mapping[str, AcceleratorProfile]
+    server_image: str  # the model server without a model; "{accelerator}" is filled in
+    probe_gate: bool = False  # pods wait for the active probe before taking traffic
+    network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
+    probe_source: ProbeSource | None = None  # where the probe comes from (in-cluster)
+
+
+@dataclass
+class Pass:
+    status: dict[str, Any]
+    events: list[EventSpec] = field(default_factory=list)
+    action: str = ""  # the rollout decision, for metrics (e.g. "RollBack")
+    apply: list[dict[str, Any]] = field(default_factory=list)  # children to server-side apply
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name), pods included
+
+
+def _policy(spec: EdgeModelSpec) -> Policy:
+    probe = spec.serving.probe
+    return Policy(
+        progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
+        stabilization_seconds=probe.period_seconds * probe.failure_threshold,
+        auto_rollback=spec.rollout.auto_rollback,
+        failure_threshold=probe.failure_threshold,
+    )
+
+
+def _place(
+    spec: EdgeModelSpec, nodes: Sequence[NodeInfo], settings: PlanSettings,
+    archs: Mapping[str, Sequence[str]] | None = None,
+) -> list[Placement]:  # fmt: skip
+    """Each target's placement; with `archs` (variant -> architectures its image serves),
+    only on nodes of those architectures."""
+    placed = [place(t, nodes, settings.accelerators) for t in spec.targets]
+    if not archs:
+        return placed
+    return [
+        p if p.target.image else
+        for_architectures(p, archs.get(variant_key(p.accelerator, p.precision)), nodes)
+        for p in placed
+    ]  # fmt: skip
+
+
+def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
+    return [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
+
+
+def _in_waves(spec: EdgeModelSpec, placement: Placement) -> bool:
+    return bool(spec.rollout.waves) and placement.target.placement == "perNode"
+
+
+def _workload_kind(placement: Placement) -> str:
+    return "DaemonSet" if placement.target.placement == "perNode" else "Deployment"
+
+
+def image_jobs(
+    body: Mapping[str, Any], observed: Observed, settings: PlanSettings
+) -> dict[str, ImageJob]:
+    """The images the spec's targets need ("accelerator/precision" -> job); none for a spec
+    that cannot be parsed or targets that bring their own image."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec:
+        return {}
+    meta = body["metadata"]
+    nodes = [node_info(n) for n in observed.nodes]
+    validation = spec.model.validation
+    return {
+        variant_key(v.accelerator, v.precision): ImageJob(
+            namespace=meta["namespace"],
+            model=meta["name"],
+            uri=spec.model.uri,
+            sha256=spec.model.sha256,
+            version=spec.model.version,
+            variant=v,
+            samples_uri=validation.samples_uri if validation else None,
+            max_accuracy_drop=validation.max_accuracy_drop if validation else 0.01,
+            validation=validation,
+        )
+        for v in variants(_place(spec, nodes, settings))
+    }
+
+
+def _health(
+    model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
+    observed: Observed, wave: int, was_ready: bool, failure_threshold: int,
+) -> list[TargetHealth]:  # fmt: skip
+    """How the pods of revision `rev` are doing, target by target (in waves: how the pods
+    due in the current wave are)."""
+    health = []
+    for p in placements:
+        if not p.has_nodes and p.unavailable:  # an outage, not a failing revision
+            why = f"every node it runs on is unavailable: {unavailable_text(p)}"
+            health.append(TargetHealth(p.target.name, max(p.target.replicas, 1), 0, False,
+                                       blocked=why))  # fmt: skip
+            continue
+        if not p.has_nodes:
+            continue  # a placement problem (NoMatchingNodes), not a failing revision
+        workload = observed.child(_workload_kind(p), workload_name(model, p.target.name))
+        n = counts(workload)
+        template = ((workload or {}).get("spec") or {}).get("template") or {}
+        on_rev = pod_revision(template)  # the template carries the pods' annotations
+        health_now = target_health(
+            name=p.target.name,
+            revision=rev,
+            desired=n.desired if workload else max(p.target.replicas, 1),
+            settled=n.current and on_rev == rev,
+            pods=_pods_of(observed, p.target.name),
+            was_ready=was_ready,
+            failure_threshold=failure_threshold,
+        )
+        if _in_waves(spec, p):
+            sizes = wave_sizes(spec.rollout.waves, len(p.nodes))
+            health_now = replace(health_now, expected=sizes[min(wave, len(sizes) - 1)])
+        health.append(health_now)
+    return health
+
+
+def _move_pods(
+    spec: EdgeModelSpec, placement: Placement, nodes: Sequence[NodeInfo], plan: Plan,
+    revision: str, pods: Sequence[Mapping[str, Any]],
+) -> list[str]:  # fmt: skip
+    """Pods of a waved target to delete now so that the DaemonSet recreates them on
+    `revision`: the current wave's nodes while rolling forward, every node otherwise."""
+    if plan.action is Action.HOLD:
+        return []  # nothing better to go to: leave the fleet as it is
+    labels = {n.name: n.labels for n in nodes}
+    order = node_order(placement.nodes, labels, spec.rollout.canary_selector)
+    total = len(order)
+    if plan.action is Action.ROLL_FORWARD:
+        sizes = wave_sizes(spec.rollout.waves, total)
+        upto = sizes[min(plan.state.wave, len(sizes) - 1)]
+        budget = unavailable_budget(spec.rollout.max_unavailable, total)
+    else:  # promote, steady, roll back, hold stable: converge every node at once
+        upto, budget = total, total
+    return pods_to_replace(order, upto, pods, revision, budget)
+
+
+def _images_pending(
+    previous: Mapping[str, Any], states: Mapping[str, ImageState], generation: int, now: datetime
+) -> dict[str, Any]:
+    """Status while images are built or failed: nothing is applied, what runs keeps running."""
+    failed = {k: s for k, s in states.items() if s.state == "Failed"}
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    if failed:
+        key, first = sorted(failed.items())[0]
+        message = f"Image {key}: {first.message}"
+        conds = c.set_condition(
+            conds, c.IMAGES_READY, False, first.reason, message, generation, now
+        )
+        conds = c.set_condition(conds, c.DEGRADED, True, first.reason, message, generation, now)
+        phase = "Failed" if first.terminal else "Building"
+    else:
+        building = "; ".join(f"{k}: {s.message}" for k, s in sorted(states.items())
+                             if s.state == "Building")  # fmt: skip
+        conds = c.set_condition(conds, c.IMAGES_READY, False, c.BUILDING, building, generation, now)
+        phase = "Building"
+    return {**previous, "observedGeneration": generation, "phase": phase, "conditions": conds}
+
+
+def _owner(body: Mapping[str, Any]) -> Owner:
+    meta = body["metadata"]
+    return Owner(
+        api_version=body.get("apiVersion", "edgeai.dev/v1alpha1"),
+        kind=body.get("kind", "EdgeModel"),
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+    )
+
+
+def plan(
+    body: Mapping[str, Any],
+    observed: Observed,
+    settings: PlanSettings,
+    now: datetime,
+    images: Mapping[str, ImageState] | None = None,
+) -> Pass:
+    """The pass for this EdgeModel. `images`: the state of each image the spec needs
+    (from image_jobs), or None when the operator builds no images."""
+    meta = body["metadata"]
+    name, generation = meta["name"], int(meta.get("generation", 1))
+    previous: Mapping[str, Any] = body.get("status") or {}
+    raw_spec: Mapping[str, Any] = body.get("spec") or {}
+    try:
+        spec = parse_spec(raw_spec)
+    except InvalidSpec as err:
+        status = invalid_status(previous, generation, str(err), now)
+        return Pass(status, events_for(previous, status))
+
+    nodes = [node_info(n) for n in observed.nodes]
+    rev = revision(spec)
+    pinned: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    archs: dict[str, list[str]] = {}
+    if images is not None:
+        if any(s.state != "Ready" for s in images.values()):
+            status = _images_pending(previous, images, generation, now)
+            return Pass(status, events_for(previous, status))
+        pinned = {k: s.reference for k, s in images.items()}
+        sizes = {k: s.size_bytes for k, s in images.items()}
+        archs = {k: [arch for arch, _ in s.platforms] for k, s in images.items()}
+    candidate = _place(spec, nodes, settings, archs)
+    state = state_from_status(previous)
+    policy = _policy(spec)
+    was_ready = state.revision == rev and state.ready_since is not None
+    wave = state.wave if state.revision == rev else 0
+    health = _health(name, rev, spec, candidate, observed, wave, was_ready,
+                     policy.failure_threshold)  # fmt: skip
+    decision = decide(rev, raw_spec, state, health, policy, now)
+
+    run_spec, run_rev, run_pinned, run_archs = spec, rev, pinned, archs
+    stable = previous.get("stable") or {}
+    stable_images: dict[str, str] = dict(stable.get("images") or {})
+    stable_archs: dict[str, list[str]] = dict(stable.get("architectures") or {})
+    if decision.apply_revision != rev and decision.state.stable_spec:
+        try:
+            run_spec = parse_spec(decision.state.stable_spec)
+            run_rev = revision(run_spec)
+            run_pinned, run_archs = stable_images, stable_archs
+        except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
+            pass
+    placements = _place(run_spec, nodes, settings, run_archs)
+
+    result = Pass(status={}, action=decision.action.value)
+    owner = _owner(body)
+    workload_settings = WorkloadSettings(
+        default_image=settings.server_image, pinned=run_pinned, probe_gate=settings.probe_gate
+    )
+    desired: list[dict[str, Any]] = []
+    by_target: dict[str, TargetObservation] = {}
+    for placement in placements:
+        workload = build_workload(owner, run_spec, placement, workload_settings, run_rev)
+        service = build_service(owner, run_spec, placement)
+        desired += [workload, service]
+        target = placement.target.name
+        pods = _pods_of(observed, target)
+        live = observed.child(workload["kind"], workload["metadata"]["name"])
+        svc = service_name(name, target)
+        by_target[target] = TargetObservation(
+            workload=live, pods=pods, service=svc,
+            endpoints=ready_endpoints(observed.endpoint_slices, svc),
+            pending=needs_apply(workload, live),
+        )  # fmt: skip
+        if _in_waves(run_spec, placement):
+            moving = _move_pods(run_spec, placement, nodes, decision, run_rev, pods)
+            result.delete += [("Pod", pod) for pod in moving]
+            if moving:
+                wave_no = decision.state.wave + 1
+                result.events.append(EventSpec("Normal", "ReplacedPods", f"Replaced "
+                    f"{len(moving)} pod(s) of target {target} to run revision {run_rev} "
+                    f"(wave {wave_no})"))  # fmt: skip
+    if settings.network_policy:
+        desired.append(build_network_policy(owner, run_spec, settings.probe_source))
+
+    wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
+    for obj in desired:
+        live = observed.child(obj["kind"], obj["metadata"]["name"])
+        if needs_apply(obj, live):
+            verb = "Created" if live is None else "Updated"
+            result.apply.append(obj)
+            result.events.append(EventSpec("Normal", verb, f"{verb} {obj['kind']} "
+                                           f"{obj['metadata']['name']}"))  # fmt: skip
+    for stale in observed.children:
+        kind, child = stale["kind"], stale["metadata"]["name"]
+        if (kind, child) not in wanted:
+            result.delete.append((kind, child))
+            why = f"Deleted {kind} {child}: no target needs it"
+            result.events.append(EventSpec("Normal", "Deleted", why))
+
+    status = build_status(
+        model=name, generation=generation, revision=rev, placements=placements,
+        observed=by_target, previous=previous, now=now,
+    )  # fmt: skip
+    result.events += annotate_rollout(status, decision, rev, generation, now)
+    if images is not None:
+        built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
+        status["conditions"] = c.set_condition(
+            status["conditions"], c.IMAGES_READY, True, c.IMAGES_BUILT,
+            f"Images ready: {built}", generation, now,
+        )  # fmt: skip
+        status["images"] = [
+            {"variant": k, "image": ref, "sizeBytes": sizes[k],
+             "platforms": [{"architecture": arch, "smokeTest": smoke}
+                           for arch, smoke in images[k].platforms],
+             **({"model": images[k].model} if images[k].model else {})}
+            for k, ref in sorted(pinned.items())
+        ]  # fmt: skip
+        validation = spec.model.validation
+        validated = validation_condition(validation is not None,
+                                         validation.samples_uri if validation else None,
+                                         {k: s.model for k, s in images.items()})  # fmt: skip
+        if validated is not None:
+            status["conditions"] = c.set_condition(status["conditions"], c.VALIDATED, *validated,
+                                                   generation, now)  # fmt: skip
+        if "stable" in status:  # the stable revision's images, to roll back to without builds
+            promoted = decision.action in (Action.PROMOTE, Action.STEADY)
+            status["stable"]["images"] = pinned if promoted else stable_images
+            status["stable"]["architectures"] = archs if promoted else stable_archs
+    result.status = status
+    result.events += events_for(previous, status)
+    return result

@@ -1,0 +1,66 @@
+"""The operator's parts, built once at start-up from the configuration and closed at exit:
+the API gateway, the metrics, the image pipeline (only when builds are on: the optimize
+extra is imported then and not before) and the active probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgemodel_operator.adapters import kube, metrics_http, oip
+from edgemodel_operator.config import Config
+from edgemodel_operator.metrics import Metrics
+from edgemodel_operator.reconcile.network import ProbeSource
+from edgemodel_operator.reconcile.plan import PlanSettings
+from edgemodel_operator.services.reconcile import Images, Prober
+
+
+@dataclass
+class Components:
+    config: Config
+    settings: PlanSettings
+    writer: kube.KubeGateway
+    metrics: Metrics
+    images: Images | None
+    prober: Prober | None
+    _closers: tuple[Any, ...] = ()
+
+    def close(self) -> None:
+        for closer in self._closers:
+            closer()
+
+
+def plan_settings(config: Config) -> PlanSettings:
+    source = None
+    if config.operator_namespace and config.operator_pod_labels:
+        source = ProbeSource(config.operator_namespace, dict(config.operator_pod_labels))
+    return PlanSettings(
+        accelerators=config.accelerators,
+        server_image=config.server_image,
+        probe_gate=config.active_probe,
+        network_policy=config.network_policy,
+        probe_source=source,
+    )
+
+
+def build(config: Config) -> Components:
+    metrics = Metrics()
+    closers: list[Any] = []
+    images: Images | None = None
+    if config.builds is not None:
+        from edgemodel_operator.services.images import ImagePipeline, builder_for
+
+        pipeline = ImagePipeline(config.builds, builder_for(config.builds), config.server_image)
+        images = pipeline
+        closers.append(pipeline.close)
+    if config.metrics_address:
+        metrics_http.serve(config.metrics_address, metrics.render)
+    return Components(
+        config=config,
+        settings=plan_settings(config),
+        writer=kube.connect(),
+        metrics=metrics,
+        images=images,
+        prober=oip.probe_many if config.active_probe else None,
+        _closers=tuple(closers),
+    )
