@@ -81,7 +81,7 @@ def _plans(node: onnx.NodeProto) -> list[tuple[int, int, int, int]]:
     return []
 
 
-def quantize_weights(model: onnx.ModelProto, bits: int = 4) -> int:
+def quantize_weights(model: onnx.ModelProto, bits: int = 4, subgraphs_only: bool = False) -> int:
     """Store the large float weights of Conv, Gemm, MatMul and recurrent nodes, in every
     graph and subgraph, as `bits`-bit integers with a DequantizeLinear; weights already
     quantized (int8 QDQ) are left alone. Rewrites in place, returns how many it stored."""
@@ -93,7 +93,8 @@ def quantize_weights(model: onnx.ModelProto, bits: int = 4) -> int:
                 users[name] = users.get(name, 0) + 1
     # Innermost graphs first: rewriting a graph's node list copies its nodes, subgraphs
     # included, so a subgraph changed after its parent would be changed in a lost copy.
-    for graph in reversed(all_graphs(model.graph)):
+    graphs = all_graphs(model.graph)
+    for graph in reversed(graphs[1:] if subgraphs_only else graphs):
         inits = {init.name: init for init in graph.initializer}
         new_nodes: list[onnx.NodeProto] = []
         for node in graph.node:

@@ -165,10 +165,11 @@ def quantize_static(source: Path, dest: Path, samples: Samples, accelerator: str
 
 def _weights_left_in_subgraphs(path: Path) -> None:
     """QDQ quantization does not enter If/Loop bodies (Silero VAD keeps its LSTM there):
-    store the float weights left there as int8 with a DequantizeLinear (weight-only)."""
+    store the float weights left there as int8 with a DequantizeLinear (weight-only). The
+    top graph's float weights were left float on purpose (the small first layer)."""
     from edgemodel_operator.optimize.int4 import quantize_weights
     from edgemodel_operator.optimize.prepare import dedupe_initializers
 
     model = onnx.load(str(path))
-    if quantize_weights(model, bits=8) + dedupe_initializers(model):
+    if quantize_weights(model, bits=8, subgraphs_only=True) + dedupe_initializers(model):
         onnx.save(model, str(path))
