@@ -3,7 +3,7 @@
 #
 # Build context (.dockerignore keeps everything else out):
 #   pyproject.toml, README.md, operator/   the package
-#   images/                                the model server's Dockerfile and package, which
+#   images/                                Dockerfile.model and the image profiles, which
 #                                          the operator builds per-accelerator images from
 #   wheels/*.whl (optional)                for an air-gapped build: CPython 3.11 manylinux
 #                                          wheels of the dependencies, the optimize extra and
@@ -49,24 +49,20 @@ RUN /opt/venv/bin/python -m pip install --quiet --no-deps --force-reinstall \
            /opt/venv/lib/python3*/site-packages/onnx/backend/test \
  && /opt/venv/bin/python -c "import edgemodel_operator.__main__, edgemodel_operator.optimize"
 
-# The image itself: the base, the venv (without pip and the wheels that made it), the
-# model server's build context.
+# The image itself: the base, the venv (without pip and the wheels that made it), and the
+# images/ folder (Dockerfile.model for builder "docker", the profiles). EDGEMODEL_WORK_DIR
+# is scratch space under /tmp for models, variants and the unpacked images of the
+# daemonless smoke test; /tmp is writable with a read-only root filesystem (the chart
+# mounts an emptyDir there).
 FROM ${BASE_IMAGE}
 COPY --from=venv /opt/venv /opt/venv
 COPY images/ /opt/edgemodel/images/
-# EDGEMODEL_WHEELS_DIR: when image builds are on (DOCKER_HOST and EDGEMODEL_REGISTRY_URL),
-# mount the model server's wheels there, one folder per accelerator (cpu/, gpu/, npu/, each
-# *.whl and requirements.txt, as `hack/imagekit.py wheels cpu gpu npu` downloads them),
-# e.g. from a PersistentVolume. EDGEMODEL_WORK_DIR is scratch space for models and build
-# contexts under /tmp, which is writable with a read-only root filesystem (the chart mounts
-# an emptyDir there).
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     EDGEMODEL_BUILD_CONTEXT=/opt/edgemodel/images \
     EDGEMODEL_WORK_DIR=/tmp/edgemodel \
-    EDGEMODEL_WHEELS_DIR=/var/lib/edgemodel/wheels \
     EDGEMODEL_HEALTH_ADDRESS=0.0.0.0:8081
 WORKDIR /
 USER 65532:65532

@@ -35,6 +35,10 @@ tools: ## Build the pinned Kubernetes, etcd and kwok binaries into ~/.cache (onc
 helm: ## Build the pinned Helm 3 into ~/.cache (once)
 	@hack/build-helm.sh >/dev/null
 
+.PHONY: argocd
+argocd: ## Build the pinned Argo CD and unpack Debian's redis into ~/.cache (once)
+	@hack/build-argocd.sh >/dev/null
+
 .PHONY: chart-crds
 chart-crds: ## Copy crds/ into the Helm chart (run after changing the CRD)
 	@hack/sync-chart-crds.sh
@@ -50,7 +54,8 @@ cluster-up: deps tools ## Start the local edge cluster (reuses a running one); F
 	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local edge cluster, the demo's operators, model store and image kit, and delete their state
+cluster-down: ## Stop the local edge cluster, Argo CD, the demo's operators, model store and image kit, and delete their state
+	@$(PYTHON) hack/gitops.py down --quiet || true
 	@for f in .devcluster/*.pid; do [ -f "$$f" ] && kill "$$(cat "$$f")" 2>/dev/null; rm -f "$$f"; done; true
 	@if [ -d .imagekit ]; then $(PYTHON) hack/imagekit.py down || true; fi
 	@$(DEVCLUSTER) down
@@ -58,6 +63,18 @@ cluster-down: ## Stop the local edge cluster, the demo's operators, model store 
 .PHONY: cluster-status
 cluster-status: ## Show the cluster's processes and nodes
 	@$(DEVCLUSTER) status
+
+.PHONY: gitops-up
+gitops-up: cluster-up helm argocd ## Start Argo CD next to the cluster: controllers, repo server, redis, a git daemon with the site repository
+	@$(PYTHON) hack/gitops.py up
+
+.PHONY: gitops-status
+gitops-status: ## Show Argo CD's processes, repositories and Applications
+	@$(PYTHON) hack/gitops.py status
+
+.PHONY: gitops-down
+gitops-down: ## Stop Argo CD (the cluster keeps running)
+	@$(PYTHON) hack/gitops.py down
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy and the import-linter contracts
@@ -76,7 +93,7 @@ unit: venv ## Unit tests only (no cluster)
 	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: test
-test: deps venv tools helm lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
+test: deps venv tools helm argocd lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
 	$(PY) -m pytest tests bench/test_bench_smoke.py $(PYTEST_ARGS)
 
 SUITE ?= all

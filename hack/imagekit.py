@@ -7,8 +7,8 @@ local Debian base image and the model server's wheels, for tests and local build
                                 localhost/edgemodel-base:bookworm (amd64) or ...-arm64
     imagekit.py emulation       run arm64 programs (qemu 10 via binfmt_misc): arm64 builds
                                 and smoke tests; `emulation --off` removes the registration
-    imagekit.py wheels [ACC..]  download the server's wheels per accelerator (default: cpu);
-                                `wheels operator`: the operator's own, for its image (Dockerfile)
+    imagekit.py wheels operator the operator's own wheels, for its image (Dockerfile); the
+                                model servers' come with their profiles (make images)
     imagekit.py env             print DOCKER_HOST and EDGEMODEL_REGISTRY as shell exports
     imagekit.py status          say what runs
     imagekit.py down            stop the service and the registry, delete .imagekit/
@@ -67,15 +67,6 @@ TRIM = (
     "tmp/*",
 )
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-# Top-level wheels per accelerator, for onnxruntime's Python 3.11 manylinux x86_64 builds.
-# gpu: onnxruntime-gpu needs the CUDA 12 and cuDNN 9 libraries at run time, which are not
-# wheels it depends on (they come with the base image, e.g. nvidia/cuda, or the Jetson's
-# L4T); npu: onnxruntime-openvino bundles OpenVINO's runtime and NPU plugin for Intel NPUs.
-WHEELS = {
-    "cpu": ("onnxruntime", "numpy"),
-    "gpu": ("onnxruntime-gpu", "numpy"),
-    "npu": ("onnxruntime-openvino", "numpy"),
-}
 PREREQUISITES = {
     "podman": "podman",
     "runc": "runc",
@@ -699,15 +690,13 @@ def operator_requirements() -> tuple[str, ...]:
 
 
 def cmd_wheels(accelerators: list[str]) -> None:
-    for accelerator in accelerators or ["cpu"]:
-        if accelerator == "operator":
-            requirements = operator_requirements()
-        elif accelerator in WHEELS:
-            requirements = WHEELS[accelerator]
-        else:
+    for accelerator in accelerators or ["operator"]:
+        if accelerator != "operator":
             raise KitError(
-                f"unknown accelerator {accelerator!r}; expected cpu, gpu, npu or operator"
+                f"unknown wheels {accelerator!r}: only the operator's are made here; the model "
+                "servers' come with their image profiles (make images)"
             )
+        requirements = operator_requirements()
         target = wheels_dir(accelerator)
         stamp = target / "requirements.txt"
         wanted = "".join(f"{r}\n" for r in requirements)
@@ -773,7 +762,7 @@ def main(argv: list[str]) -> int:
     emulation = sub.add_parser("emulation")
     emulation.add_argument("--off", action="store_true")
     wheels = sub.add_parser("wheels")
-    wheels.add_argument("accelerators", nargs="*", metavar="cpu|gpu|npu|operator")
+    wheels.add_argument("accelerators", nargs="*", metavar="operator")
     args = parser.parse_args(argv)
     try:
         lay = layout()

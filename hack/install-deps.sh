@@ -3,6 +3,8 @@
 # Idempotent: packages already present are left alone and apt is not touched.
 set -euo pipefail
 PACKAGES=(openssl ca-certificates curl)
+# GitOps (hack/gitops.py): git for the site repository and its git daemon.
+PACKAGES+=(git)
 # Container images without a Docker engine (hack/imagekit.py): podman serves the Docker
 # Engine API, runc runs the containers, netavark + iptables give them a network with
 # published ports, docker-registry is a local OCI registry, debootstrap makes the base.

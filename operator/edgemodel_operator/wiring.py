@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgemodel_operator.adapters import kube, metrics_http, oip
+from edgemodel_operator.adapters.server_images import ServerImageResolver
 from edgemodel_operator.config import Config
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.network import ProbeSource
 from edgemodel_operator.reconcile.plan import PlanSettings
-from edgemodel_operator.services.reconcile import Images, Prober
+from edgemodel_operator.services.reconcile import Images, Prober, Servers
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Components:
     metrics: Metrics
     images: Images | None
     prober: Prober | None
+    servers: Servers | None = None
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -62,5 +64,14 @@ def build(config: Config) -> Components:
         metrics=metrics,
         images=images,
         prober=oip.probe_many if config.active_probe else None,
+        servers=ServerImageResolver(_insecure_hosts(config)),
         _closers=tuple(closers),
     )
+
+
+def _insecure_hosts(config: Config) -> tuple[str, ...]:
+    """The site registry's host when it speaks plain HTTP (EDGEMODEL_REGISTRY_INSECURE)."""
+    builds = config.builds
+    if builds is not None and builds.registry_insecure:
+        return (builds.registry.split("/")[0],)
+    return ()

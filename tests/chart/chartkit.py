@@ -31,7 +31,13 @@ class Helm:
         return proc
 
     def template(self, *args: str, release: str = "edgemodel", namespace: str = "edgemodel") -> str:
-        return self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout
+        return self.run(
+            "template", release, str(CHART), "--namespace", namespace, *SITE, *args
+        ).stdout
+
+
+# The one value a site must give: its registry, where `make images` published the servers.
+SITE = ("--set", "registry.url=registry.local:5000/edgeai")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from chartkit import CHART, CRD, ROOT, Helm, Release, create_namespace
+from chartkit import CHART, CRD, ROOT, SITE, Helm, Release, create_namespace
 from clusterkit import Cluster
 
 
@@ -57,7 +57,7 @@ def install(
             watch.append(create_namespace(cluster, f"edgemodel-work-{suffix}-{i}"))
             namespaces.append(watch[-1])
         release = Release(name=f"em-{suffix}", namespace=namespace, watch=tuple(watch))
-        args = ["install", release.name, str(CHART), "--namespace", namespace]
+        args = ["install", release.name, str(CHART), "--namespace", namespace, *SITE]
         if watch:
             args += ["--set", "watchNamespaces={" + ",".join(watch) + "}"]
         for value in set_args:

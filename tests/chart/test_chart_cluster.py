@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from chartkit import ROOT, Helm, Release, create_namespace
-from clusterkit import Cluster, OperatorProcess, wait_until
+from clusterkit import SIMULATED_ONLY, Cluster, OperatorProcess, wait_until
 
 from edgemodel_operator.config import DEFAULT_SERVER_IMAGE
 
@@ -40,6 +40,14 @@ ALLOWED = [
     ("list", "pods", "ns"),
     ("watch", "pods", "ns"),
     ("delete", "pods", "ns"),
+    ("patch", "pods/status", "ns"),
+    ("list", "services", "ns"),
+    ("watch", "services", "ns"),
+    ("create", "services", "ns"),
+    ("patch", "services", "ns"),
+    ("delete", "services", "ns"),
+    ("list", "endpointslices.discovery.k8s.io", "ns"),
+    ("watch", "endpointslices.discovery.k8s.io", "ns"),
     ("create", "events", "ns"),
     ("list", "nodes", "cluster"),
     ("watch", "nodes", "cluster"),
@@ -52,6 +60,9 @@ DENIED = [
     ("update", "deployments.apps", "ns"),
     ("get", "deployments.apps", "ns"),
     ("create", "pods", "ns"),
+    ("update", "pods/status", "ns"),
+    ("create", "endpointslices.discovery.k8s.io", "ns"),
+    ("create", "networkpolicies.networking.k8s.io", "ns"),
     ("patch", "nodes", "cluster"),
     ("get", "nodes", "cluster"),
     ("delete", "edgemodels.edgeai.dev", "ns"),
@@ -186,7 +197,7 @@ def condition(em: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_operator_reconciles_with_the_chart_rbac(
-    install: Callable[..., Release], cluster: Cluster, tmp_path: Path
+    install: Callable[..., Release], cluster: Cluster, tmp_path: Path, pool: list[str]
 ) -> None:
     """The operator, run as the chart's ServiceAccount (a TokenRequest token, no admin
     certificate), reconciles an EdgeModel to Ready, renames its target (a create and a
@@ -210,6 +221,8 @@ def test_operator_reconciles_with_the_chart_rbac(
         "EDGEMODEL_NAMESPACES": work,
         "EDGEMODEL_HEALTH_ADDRESS": f"127.0.0.1:{port}",
         "EDGEMODEL_RESYNC_SECONDS": "2",
+        "EDGEMODEL_ACCELERATORS": SIMULATED_ONLY,  # the sample's fake model runs simulated
+        "EDGEMODEL_ACTIVE_PROBE": "true",  # as the chart runs it (pods/status)
     }
     proc = OperatorProcess(
         argv=[sys.executable, "-m", "edgemodel_operator"],

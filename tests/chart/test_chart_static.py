@@ -33,11 +33,13 @@ accelerators:
     nodeSelector: {nvidia.com/gpu.present: "true"}
     resource: nvidia.com/gpu
     tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+    runtimeClassName: nvidia-cdi
 serverImage: "registry.local:5000/edgemodel-server:0.1.0-{accelerator}"
+networkPolicy: {enabled: true}
 resyncSeconds: 30
 logLevel: DEBUG
 healthPort: 9081
-builder: {dockerHost: "tcp://buildkitd.edgemodel-system:2375"}
+builder: {mode: docker, dockerHost: "tcp://buildkitd.edgemodel-system:2375", workSizeLimit: 4Gi}
 registry: {url: "registry.local:5000/edgeai", insecure: true, credentialsSecret: registry-push}
 metrics:
   enabled: true
@@ -125,16 +127,26 @@ def test_defaults_render_cluster_wide(helm: Helm) -> None:
     assert env_of(deployment) == {
         "EDGEMODEL_NAMESPACES": "",
         "EDGEMODEL_ACCELERATORS": "{}",
-        "EDGEMODEL_SERVER_IMAGE": "edgemodel-server:0.1.0-{accelerator}",
+        "EDGEMODEL_SERVER_IMAGE": "registry.local:5000/edgeai/edgemodel-server:0.1.0-{accelerator}",
         "EDGEMODEL_RESYNC_SECONDS": "10",
         "EDGEMODEL_LOG_LEVEL": "INFO",
         "EDGEMODEL_ACTIVE_PROBE": "true",
+        "EDGEMODEL_NETWORK_POLICY": "false",
         "EDGEMODEL_HEALTH_ADDRESS": "0.0.0.0:8081",
+        "EDGEMODEL_BUILDER": "registry",
+        "EDGEMODEL_REGISTRY_URL": "registry.local:5000/edgeai",
         "EDGEMODEL_REGISTRY_INSECURE": "false",
     }
     (role,) = by_kind(rendered, "ClusterRole")
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+
+
+def test_a_site_without_a_registry_is_told_what_to_set(helm: Helm) -> None:
+    failed = helm.run("template", "edgemodel", str(CHART), "--set", "registry.url=",
+                      check=False)  # fmt: skip
+    assert failed.returncode != 0
+    assert "set registry.url (the registry `make images` published" in failed.stderr
 
 
 def test_every_value_renders(helm: Helm, all_values: Path) -> None:
@@ -155,6 +167,15 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
     }
     assert env["EDGEMODEL_HEALTH_ADDRESS"] == "0.0.0.0:9081"
     assert env["DOCKER_HOST"] == "tcp://buildkitd.edgemodel-system:2375"
+    assert (env["EDGEMODEL_BUILDER"], env["EDGEMODEL_BUILD_CONTEXT"]) == (
+        "docker", "/opt/edgemodel/images")  # fmt: skip
+    assert env["EDGEMODEL_NETWORK_POLICY"] == "true"
+    assert env["EDGEMODEL_OPERATOR_POD_LABELS"] == (
+        "app.kubernetes.io/instance=edgemodel,app.kubernetes.io/name=emo"
+    )
+    roles = by_kind(rendered, "Role")
+    assert all("networkpolicies" in {r for rule in role["rules"] for r in rule["resources"]}
+               for role in roles)  # fmt: skip
     assert env["EDGEMODEL_REGISTRY_URL"] == "registry.local:5000/edgeai"
     assert env["EDGEMODEL_REGISTRY_INSECURE"] == "true"
     assert env["EDGEMODEL_REGISTRY_AUTH_FILE"] == "/etc/edgemodel/registry/config.json"

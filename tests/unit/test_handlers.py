@@ -17,8 +17,11 @@ def test_handlers_are_registered() -> None:
     assert [h.interval for h in spawning] == [7]  # type: ignore[attr-defined]
     assert len(changing) == 3  # resume, create, update
     assert all(h.requires_finalizer for h in spawning)
-    # Nodes; Deployments, DaemonSets, Services, NetworkPolicies; pods; EndpointSlices.
-    assert len(registry._indexing.get_all_handlers()) == 7
+    # Nodes; Deployments, DaemonSets, Services; pods; EndpointSlices.
+    assert len(registry._indexing.get_all_handlers()) == 6
+    with_policies = kopf.OperatorRegistry()
+    register(with_policies, load_config({"EDGEMODEL_NETWORK_POLICY": "true"}))
+    assert len(with_policies._indexing.get_all_handlers()) == 7  # and NetworkPolicies
 
 
 def test_a_selector_limits_the_edgemodels_handled() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "original")  # original: served as published
 
 
 def usable_cpus() -> int:

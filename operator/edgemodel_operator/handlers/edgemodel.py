@@ -91,14 +91,14 @@ def reconcile_edgemodel(
     key = (str(body.metadata.namespace), str(body.metadata.name))
     observed = Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
-        children=[c for kind, *_ in CHILDREN
+        children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
                   for c in indices[f"{kind.lower()}s_index"].get(key, [])],
         pods=list(indices["pods_index"].get(key, [])),
         endpoint_slices=list(indices["slices_index"].get(key, [])),
     )  # fmt: skip
     started = time.perf_counter()
     done = reconcile(dict(body), observed, parts.writer, parts.settings, datetime.now(UTC),
-                     parts.images, parts.prober)  # fmt: skip
+                     parts.images, parts.prober, parts.servers)  # fmt: skip
     parts.metrics.observe_reconcile(time.perf_counter() - started)
     patch.status.update(status_patch(dict(body.status), done.status))
     publish(body, done, parts.metrics)
@@ -127,6 +127,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
     for kind, group, version, plural in CHILDREN:
+        if kind == "NetworkPolicy" and not config.network_policy:
+            continue  # not watched (nor permitted by the chart's RBAC) unless enabled
         kopf.index(group, version, plural, labels=MANAGED, registry=registry,
                    id=f"{kind.lower()}s_index")(children_index(kind))  # fmt: skip
     kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)(pods_index)

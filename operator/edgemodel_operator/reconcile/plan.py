@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.accelerators import AcceleratorProfile
@@ -67,9 +67,11 @@ from edgemodel_operator.reconcile.waves import (
     wave_sizes,
 )
 from edgemodel_operator.reconcile.workloads import (
+    ORIGINAL,
     Owner,
     WorkloadSettings,
     build_workload,
+    image_for,
     variant_key,
     workload_name,
 )
@@ -84,6 +86,26 @@ class PlanSettings:
     probe_gate: bool = False  # pods wait for the active probe before taking traffic
     network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
     probe_source: ProbeSource | None = None  # where the probe comes from (in-cluster)
+
+
+class ServerImage(Protocol):
+    """A server image resolved to its index digest, with the architectures it serves."""
+
+    @property
+    def reference(self) -> str: ...
+
+    @property
+    def archs(self) -> tuple[str, ...]: ...
+
+
+def accelerators_of(body: Mapping[str, Any]) -> list[str]:
+    """The accelerators the spec may run on (its targets' and their fallbacks')."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec:
+        return []
+    named = {t.accelerator for t in spec.targets} | {t.fallback for t in spec.targets if t.fallback}
+    return sorted(named)
 
 
 @dataclass
@@ -108,17 +130,21 @@ def _policy(spec: EdgeModelSpec) -> Policy:
 def _place(
     spec: EdgeModelSpec, nodes: Sequence[NodeInfo], settings: PlanSettings,
     archs: Mapping[str, Sequence[str]] | None = None,
+    server_archs: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Placement]:  # fmt: skip
-    """Each target's placement; with `archs` (variant -> architectures its image serves),
-    only on nodes of those architectures."""
+    """Each target's placement, only on nodes of the architectures its image serves: its
+    built image's (`archs`, by variant), else its server image's (`server_archs`, by
+    accelerator); a target's own image is taken as it is."""
     placed = [place(t, nodes, settings.accelerators) for t in spec.targets]
-    if not archs:
-        return placed
-    return [
-        p if p.target.image else
-        for_architectures(p, archs.get(variant_key(p.accelerator, p.precision)), nodes)
-        for p in placed
-    ]  # fmt: skip
+    out = []
+    for p in placed:
+        if p.target.image:
+            out.append(p)
+            continue
+        built = (archs or {}).get(variant_key(p.accelerator, p.precision))
+        served = built if built is not None else (server_archs or {}).get(p.accelerator)
+        out.append(for_architectures(p, served, nodes))
+    return out
 
 
 def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
@@ -255,9 +281,11 @@ def plan(
     settings: PlanSettings,
     now: datetime,
     images: Mapping[str, ImageState] | None = None,
+    servers: Mapping[str, ServerImage] | None = None,
 ) -> Pass:
     """The pass for this EdgeModel. `images`: the state of each image the spec needs
-    (from image_jobs), or None when the operator builds no images."""
+    (from image_jobs), or None when the operator builds no images. `servers`: the server
+    image of each accelerator by digest, where it could be resolved."""
     meta = body["metadata"]
     name, generation = meta["name"], int(meta.get("generation", 1))
     previous: Mapping[str, Any] = body.get("status") or {}
@@ -280,7 +308,9 @@ def plan(
         pinned = {k: s.reference for k, s in images.items()}
         sizes = {k: s.size_bytes for k, s in images.items()}
         archs = {k: [arch for arch, _ in s.platforms] for k, s in images.items()}
-    candidate = _place(spec, nodes, settings, archs)
+    servers = servers or {}
+    server_archs = {acc: list(s.archs) for acc, s in servers.items() if s.archs}
+    candidate = _place(spec, nodes, settings, archs, server_archs)
     state = state_from_status(previous)
     policy = _policy(spec)
     was_ready = state.revision == rev and state.ready_since is not None
@@ -300,13 +330,14 @@ def plan(
             run_pinned, run_archs = stable_images, stable_archs
         except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
             pass
-    placements = _place(run_spec, nodes, settings, run_archs)
+    placements = _place(run_spec, nodes, settings, run_archs, server_archs)
 
     result = Pass(status={}, action=decision.action.value)
     owner = _owner(body)
     workload_settings = WorkloadSettings(
-        default_image=settings.server_image, pinned=run_pinned, probe_gate=settings.probe_gate
-    )
+        default_image=settings.server_image, pinned=run_pinned, probe_gate=settings.probe_gate,
+        servers={acc: s.reference for acc, s in servers.items()},
+    )  # fmt: skip
     desired: list[dict[str, Any]] = []
     by_target: dict[str, TargetObservation] = {}
     for placement in placements:
@@ -317,10 +348,12 @@ def plan(
         pods = _pods_of(observed, target)
         live = observed.child(workload["kind"], workload["metadata"]["name"])
         svc = service_name(name, target)
+        _, optimized = image_for(placement, workload_settings)
         by_target[target] = TargetObservation(
             workload=live, pods=pods, service=svc,
             endpoints=ready_endpoints(observed.endpoint_slices, svc),
             pending=needs_apply(workload, live),
+            precision=placement.precision if optimized else ORIGINAL,
         )  # fmt: skip
         if _in_waves(run_spec, placement):
             moving = _move_pods(run_spec, placement, nodes, decision, run_rev, pods)

@@ -22,6 +22,7 @@ class TargetObservation:
     service: str = ""  # the Service apps call
     endpoints: int = 0  # its ready endpoints
     pending: bool = False  # the workload was just (re)written: its status is not yet about it
+    precision: str = ""  # what it serves; "original": the model as published, not optimized
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def build_status(
                 "name": p.target.name,
                 "accelerator": p.accelerator,
                 "requestedAccelerator": p.target.accelerator,
-                "precision": p.precision,
+                "precision": seen.precision or p.precision,
                 "placement": p.target.placement,
                 "workload": workload_name(model, p.target.name),
                 "image": running_image(seen.workload) or "",

@@ -28,6 +28,7 @@ from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
 
 RUN_AS = 65532  # the model server images' non-root user
+ORIGINAL = "original"  # the precision of a model served as published (fetched, not optimized)
 MODELS_DIR = "/models"  # where the server image looks for /models/model.onnx
 MODELS_SIZE_LIMIT = "4Gi"  # the emptyDir a fetched model lives in
 SERVER_PYTHON = "/opt/venv/bin/python"  # the server image's interpreter (images/Dockerfile)
@@ -59,6 +60,8 @@ class WorkloadSettings:
     pinned: Mapping[str, str] = field(default_factory=dict)
     # Pods wait for the operator's active probe (a readiness gate) before taking traffic.
     probe_gate: bool = False
+    # The server image of each accelerator by digest, where it was resolved.
+    servers: Mapping[str, str] = field(default_factory=dict)
 
 
 def variant_key(accelerator: str, precision: str) -> str:
@@ -80,7 +83,8 @@ def image_for(placement: Placement, settings: WorkloadSettings) -> tuple[str, bo
     built = settings.pinned.get(variant_key(placement.accelerator, placement.precision))
     if own or built:
         return str(own or built), True
-    return settings.default_image.format(accelerator=placement.accelerator), False
+    pinned = settings.servers.get(placement.accelerator)
+    return pinned or settings.default_image.format(accelerator=placement.accelerator), False
 
 
 def _percent_of(value: int | str, total: int) -> int:
@@ -89,7 +93,9 @@ def _percent_of(value: int | str, total: int) -> int:
     return math.floor(total * int(value.rstrip("%")) / 100) if value.endswith("%") else int(value)
 
 
-def _container(spec: EdgeModelSpec, placement: Placement, image: str, model: str) -> dict[str, Any]:
+def _container(
+    spec: EdgeModelSpec, placement: Placement, image: str, model: str, precision: str
+) -> dict[str, Any]:
     probe = spec.serving.probe
     port = spec.serving.port
 
@@ -108,7 +114,7 @@ def _container(spec: EdgeModelSpec, placement: Placement, image: str, model: str
         "EDGEMODEL_MODEL_NAME": model,
         "EDGEMODEL_MODEL_VERSION": spec.model.version,
         "EDGEMODEL_ACCELERATOR": placement.accelerator,
-        "EDGEMODEL_PRECISION": placement.precision,
+        "EDGEMODEL_PRECISION": precision,
         "EDGEMODEL_PORT": str(port),
     }
     if placement.target.fallback == "cpu" and placement.accelerator != "cpu":
@@ -206,7 +212,9 @@ def _pod_spec(
     spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str
 ) -> dict[str, Any]:
     image, carries_model = image_for(placement, settings)
-    container = _container(spec, placement, image, model)
+    # A fetched model is served as published: the requested precision needs an image build.
+    precision = placement.precision if carries_model else ORIGINAL
+    container = _container(spec, placement, image, model, precision)
     container["imagePullPolicy"] = settings.image_pull_policy
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     pod_spec: dict[str, Any] = {

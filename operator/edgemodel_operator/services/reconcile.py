@@ -11,7 +11,14 @@ from typing import Any, Protocol
 
 from edgemodel_operator.reconcile.images import ImageJob, ImageState
 from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.reconcile.plan import Pass, PlanSettings, image_jobs, plan
+from edgemodel_operator.reconcile.plan import (
+    Pass,
+    PlanSettings,
+    ServerImage,
+    accelerators_of,
+    image_jobs,
+    plan,
+)
 from edgemodel_operator.reconcile.probes import probe_calls, probe_condition, with_conditions
 
 
@@ -27,6 +34,12 @@ class Prober(Protocol):
     def __call__(
         self, pods: Mapping[str, str], port: int, model: str, timeout: float
     ) -> dict[str, str | None]: ...
+
+
+class Servers(Protocol):
+    """The server images by digest (adapters.server_images.ServerImageResolver)."""
+
+    def resolve(self, reference: str) -> ServerImage | None: ...
 
 
 class Writer(Protocol):
@@ -66,6 +79,7 @@ def reconcile(
     now: datetime,
     images: Images | None = None,
     prober: Prober | None = None,
+    servers: Servers | None = None,
 ) -> Pass:
     if prober is not None:
         observed = _probe(body, observed, prober, writer, now)
@@ -73,7 +87,13 @@ def reconcile(
     if images is not None:
         jobs = image_jobs(body, observed, settings)
         states = {key: images.state(job) for key, job in jobs.items()}
-    result = plan(body, observed, settings, now, states)
+    pinned_servers = {}
+    if servers is not None:
+        for accelerator in accelerators_of(body):
+            found = servers.resolve(settings.server_image.format(accelerator=accelerator))
+            if found is not None:
+                pinned_servers[accelerator] = found
+    result = plan(body, observed, settings, now, states, pinned_servers)
     namespace = body["metadata"]["namespace"]
     for obj in result.apply:
         writer.apply(obj)

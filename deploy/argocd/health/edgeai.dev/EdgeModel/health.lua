@@ -70,7 +70,9 @@ if ready == nil then
 end
 
 -- A rollout that failed and was undone: the old version serves, the spec's does not.
-for _, condition in ipairs({ready, progressing, degraded}) do
+-- Degraded first: the operator puts the whole story there (the failed revision, the gate,
+-- the revision that serves); Progressing only says the revision will not be retried.
+for _, condition in ipairs({degraded, progressing, ready}) do
   if condition ~= nil and condition.reason == "RolledBack" then
     hs.status = "Degraded"
     hs.message = describe(condition, "The rollout failed and was rolled back")
@@ -86,6 +88,18 @@ if isTrue(degraded) and degraded.reason ~= "FellBack" then
 end
 
 local fellBack = isTrue(degraded) and degraded.reason == "FellBack"
+
+-- Ready, yet the operator still watches the new revision for its stabilization window
+-- before promoting it to stable: not proven yet, so not Healthy yet. Sync waves and
+-- ApplicationSet rollouts wait for Healthy; they must not move on before that window ends.
+if isTrue(ready) and isTrue(progressing) then
+  hs.status = "Progressing"
+  hs.message = progressing.message or "Ready; waiting for the stabilization window"
+  if fellBack then
+    hs.message = hs.message .. " (on the fallback accelerator)"
+  end
+  return hs
+end
 
 if isTrue(ready) then
   hs.status = "Healthy"

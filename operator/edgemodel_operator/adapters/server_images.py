@@ -1,0 +1,74 @@
+"""The model-server images by digest: a tag such as edgemodel-server:0.1.0-cpu is resolved to
+repository@sha256:<index digest> through the registry's API, with the architectures the
+index serves, so that pods never run whatever a node happens to have cached under a tag,
+and targets only go where the image can run.
+
+Answers are kept for a minute; when the registry cannot be reached, the last answer stays,
+and a tag never resolved is used as it is (the node resolves it when it pulls)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from edgemodel_operator.adapters.image_errors import RegistryError
+from edgemodel_operator.adapters.registry import Registry, split_reference, split_repository
+
+LOG = structlog.get_logger("edgemodel_operator.images")
+TTL_SECONDS = 60.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    reference: str  # repository@sha256:... (the index)
+    archs: tuple[str, ...]  # the architectures it serves
+
+
+def _local(host: str) -> bool:
+    return host.split(":")[0] in LOCAL_HOSTS or host.startswith("[::1]")
+
+
+class ServerImageResolver:
+    def __init__(
+        self,
+        insecure_hosts: tuple[str, ...] = (),
+        auth: Mapping[str, Mapping[str, str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._insecure = insecure_hosts  # plain HTTP; loopback registries always are
+        self._auth = dict(auth or {})  # host -> {"username", "password"}
+        self._clock = clock
+        self._known: dict[str, tuple[float, Resolved]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, reference: str) -> Resolved | None:
+        """The index behind `reference` by digest; None while it was never found."""
+        repo, ref = split_reference(reference)
+        if ref.startswith("sha256:"):
+            return None  # already pinned: nothing to resolve (its platforms stay unknown)
+        with self._lock:
+            cached = self._known.get(reference)
+        if cached and self._clock() - cached[0] < TTL_SECONDS:
+            return cached[1]
+        host, _ = split_repository(repo)
+        registry = Registry(
+            insecure=_local(host) or host in self._insecure, auth=self._auth.get(host), timeout=5
+        )
+        try:
+            manifest = registry.manifest(repo, ref)
+        except RegistryError as err:
+            LOG.warning("Could not resolve the server image", image=reference, error=str(err))
+            return cached[1] if cached else None
+        if manifest is None:
+            LOG.warning("The server image is not in its registry", image=reference)
+            return cached[1] if cached else None
+        archs = tuple(sorted(manifest.platforms)) if manifest.platforms else ()
+        found = Resolved(f"{repo}@{manifest.digest}", archs)
+        with self._lock:
+            self._known[reference] = (self._clock(), found)
+        return found
