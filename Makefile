@@ -101,6 +101,7 @@ SIZE ?= full
 .PHONY: bench
 bench: venv tools ## Benchmarks on a cluster of their own (port base 18400), results in bench/results; SUITE=fleet|rollback|footprint|optimize|serving|update-bytes|all SIZE=tiny|full
 	$(PY) bench/run.py --suite $(SUITE) --size $(SIZE) --out bench/results
+	$(PY) bench/readme.py
 
 .PHONY: demo
 demo: venv cluster-up ## The main job: local edge cluster + operator reconciling the samples in examples/

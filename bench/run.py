@@ -25,11 +25,11 @@ SUITES = ("fleet", "rollback", "footprint", "optimize", "serving", "update-bytes
 
 def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
     if name == "optimize":
-        from local_suites import suite_optimize
+        from model_suite import suite_optimize
 
         return suite_optimize
     if name == "serving":
-        from local_suites import suite_serving
+        from serving_suite import suite_serving
 
         return suite_serving
     if name == "update-bytes":

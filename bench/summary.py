@@ -109,54 +109,15 @@ def _footprint(f: dict[str, Any]) -> list[str]:
 
 
 def _optimize(f: dict[str, Any]) -> list[str]:
-    rows = [
-        [name, v["method"], v["size_bytes"], v["load_ms_median"], v["batch1_ms_p50"],
-         v["batch1_ms_p99"], v["batch32_ms_p50"], v["batch32_ms_p99"], v["accuracy"],
-         v["batch1_p50_vs_fp32"]]
-        for name, v in f["variants"].items()
-    ]  # fmt: skip
-    s = f["samples"]
-    return [
-        f"{f['model']}; {f['provider']}; accuracy on {s['accuracy_rows']} held-out rows "
-        f"(static int8 calibrated on {s['calibration_rows']} others).",
-        "",
-        *table(
-            [
-                "variant",
-                "method",
-                "bytes",
-                "load (ms)",
-                "b1 p50 (ms)",
-                "b1 p99 (ms)",
-                "b32 p50 (ms)",
-                "b32 p99 (ms)",
-                "accuracy",
-                "b1 p50 vs fp32",
-            ],
-            rows,
-        ),
-        "",
-        f"MiniLM: {f['minilm']}.",
-    ]
+    from tables import optimize_lines
+
+    return optimize_lines(f)
 
 
 def _serving(f: dict[str, Any]) -> list[str]:
-    rows = []
-    for conc, case in f["results"].items():
-        for path, v in case.items():
-            rows.append(
-                [conc.split("_")[1], path, v["ms_p50"], v["ms_p99"], v["requests_per_s"],
-                 v.get("added_ms_p50", "-")]
-            )  # fmt: skip
-    return [
-        f"{f['server']}; {f['model']}; {f['client']}.",
-        "",
-        *table(
-            ["concurrency", "path", "p50 (ms)", "p99 (ms)", "requests/s", "added p50 (ms)"], rows
-        ),
-        "",
-        f"KServe: {f['kserve']}.",
-    ]
+    from tables import serving_lines
+
+    return serving_lines(f)
 
 
 def _update_bytes(f: dict[str, Any]) -> list[str]:
@@ -191,12 +152,15 @@ def render(out: Path) -> str:
             continue
         doc = json.loads(path.read_text())
         m = doc["machine"]
-        machine_line = machine_line or (
+        this_machine = (
             f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
             f"Linux {m['kernel']}, Python {m['python']}, onnxruntime "
             f"{m['versions'].get('onnxruntime', '?')}, kopf {m['versions'].get('kopf', '?')}."
         )
+        machine_line = machine_line or this_machine
         lines += [f"## {name} ({doc['size']}, {doc['duration_s']:.0f} s)", ""]
+        if this_machine != machine_line:  # suites run at another time, on another machine
+            lines += [this_machine, ""]
         figures = doc["figures"]
         if doc["status"] == "error":
             lines.append(f"Failed: {figures['error']}")

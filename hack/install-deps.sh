@@ -17,6 +17,9 @@ PACKAGES+=(mmdebstrap arch-test)
 # a bridge network, kube-proxy needs conntrack and ipset, kubelet's checks use the rest;
 # gcc builds the static pause binary of the sandbox image.
 PACKAGES+=(containerd containernetworking-plugins conntrack ipset socat ethtool ebtables gcc libc6-dev)
+# Data for the real edge models (tests/models): text rendered with these fonts for OCR,
+# speech from espeak-ng for voice activity detection.
+PACKAGES+=(fonts-dejavu-core fonts-liberation2 fonts-noto-mono espeak-ng)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

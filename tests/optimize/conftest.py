@@ -1,4 +1,5 @@
-"""Fixtures for the optimize tests: the digits model and its samples."""
+"""Fixtures for the optimize tests: the digits model and its samples; tests/models on the
+path for the real edge models and their data."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from edgemodel_operator.optimize import (
     gate,
     load_samples,
     optimize,
+    save_samples,
 )
 
 MAX_DROP = 0.05
@@ -109,8 +110,8 @@ def test_auto_int8_is_static_with_samples_and_dynamic_without(
 
 
 def test_optimize_rejects_what_it_cannot_do(digits_model: DigitsModel, tmp_path: Path) -> None:
-    with pytest.raises(OptimizeError, match="unknown precision 'int4'"):
-        optimize(digits_model.model, "int4", tmp_path)
+    with pytest.raises(OptimizeError, match="unknown precision 'int2'"):
+        optimize(digits_model.model, "int2", tmp_path)
     with pytest.raises(OptimizeError, match="needs calibration samples"):
         optimize(digits_model.model, "int8", tmp_path, None, int8_mode="static")
     with pytest.raises(OptimizeError, match="no model file"):
@@ -182,11 +183,18 @@ def test_gate_fails_a_damaged_model_with_figures(
 def test_gate_without_labels_measures_agreement(
     digits_model: DigitsModel, variants: dict[str, Variant], samples: Samples, tmp_path: Path
 ) -> None:
-    unlabeled = Samples(samples.x)
+    unlabeled = Samples.of(samples.x)
     result = gate.evaluate(digits_model.model, variants["int8-static"].path, unlabeled, "int8")
-    assert (result.metric, result.reference) == ("agreement", 1.0)
+    assert (result.mode, result.metric, result.reference) == ("reference", "top1_agreement", 1.0)
     assert result.candidate == result.agreement > 0.95
-    assert gate.check(result, MAX_DROP).message.startswith("int8 top-1 agreement with fp32 ")
+    # The same rows with labels, asked for reference mode explicitly: agreement, not accuracy.
+    forced = gate.evaluate(digits_model.model, variants["int8-static"].path, samples, "int8",
+                           gate.Thresholds(mode="reference"))  # fmt: skip
+    assert (forced.metric, forced.candidate) == ("top1_agreement", result.candidate)
+    message = gate.check(result, MAX_DROP).message
+    assert re.match(
+        r"int8 top-1 agreement with fp32 (0\.9\d\d|1\.000): drop 0\.0\d\d within", message
+    )
     damaged = _damaged(digits_model.model, tmp_path / "damaged.onnx")
     bad = gate.evaluate(digits_model.model, damaged, unlabeled, "fp16")
     assert not gate.check(bad, 0.01).passed
@@ -195,13 +203,12 @@ def test_gate_without_labels_measures_agreement(
 def test_gate_check_edges() -> None:
     result = gate.GateResult(
         precision="int8",
+        mode="labels",
         metric="accuracy",
         samples=1000,
         output="probabilities",
         reference=0.958,
         candidate=0.942,
-        max_abs_error=0.1,
-        agreement=0.97,
     )
     failed = gate.check(result, 0.010)
     assert not failed.passed
@@ -209,16 +216,34 @@ def test_gate_check_edges() -> None:
     assert gate.check(result, 0.016).passed  # a drop equal to the limit passes
     better = gate.GateResult(**{**result.__dict__, "candidate": 0.97})
     assert better.drop == 0.0
-    with pytest.raises(ValueError, match="max_drop"):
+    with pytest.raises(ValueError, match="max_accuracy_drop"):
         gate.check(result, 1.5)
 
 
-def test_samples_file_must_have_x(tmp_path: Path) -> None:
-    np.savez(tmp_path / "s.npz", inputs=np.zeros((2, 64)))
-    with pytest.raises(OptimizeError, match="no array named X"):
-        load_samples(tmp_path / "s.npz")
+def test_samples_files_and_their_checks(
+    digits_model: DigitsModel, samples: Samples, tmp_path: Path
+) -> None:
+    np.savez(tmp_path / "labels-only.npz", y=np.zeros(2))
+    with pytest.raises(OptimizeError, match="no input arrays"):
+        load_samples(tmp_path / "labels-only.npz")
     with pytest.raises(OptimizeError, match="labels"):
-        Samples(np.zeros((3, 64)), np.zeros(2, dtype=np.int64))
+        Samples.of(np.zeros((3, 64)), np.zeros(2, dtype=np.int64))
+    with pytest.raises(OptimizeError, match="same, non-zero number of rows"):
+        Samples({"a": np.zeros((3, 4)), "b": np.zeros((2, 4))})
+    # Named like the model's input instead of X: the same rows, the same answers.
+    named = load_samples(save_samples(tmp_path / "named.npz", Samples({"input": samples.x})))
+    session = _session(digits_model.model)
+    feeds = list(named.feeds(session.get_inputs()))
+    assert [f["input"].shape for f in feeds][:2] == [(32, 64), (32, 64)]  # batched rows
+    with pytest.raises(OptimizeError, match=r"do not match the model's inputs \['input'\]"):
+        list(Samples({"pixels": samples.x, "other": samples.x}).feeds(session.get_inputs()))
+    with pytest.raises(OptimizeError, match="rank 2"):
+        list(Samples.of(samples.x[:, :, None, None]).feeds(session.get_inputs()))
+    calibration, evaluation = samples.split(100)
+    assert (len(calibration), len(evaluation)) == (100, len(samples) - 100)
+    assert np.array_equal(evaluation.x[0], samples.x[100])
+    with pytest.raises(OptimizeError, match="cannot split"):
+        samples.split(len(samples))
 
 
 # --- digest -------------------------------------------------------------------------------

@@ -90,6 +90,15 @@ def test_builds_the_gated_variant_with_a_content_tag(
     builder = FakeBuilder()
     state = settle(pipeline_for(tmp_path, builder), job(model))
     assert (state.state, state.size_bytes) == ("Ready", 42)
+    # The variant's figures for status.images[]: bytes, latency on the CPU provider, gate.
+    assert state.model is not None
+    assert state.model["method"] == "int8-static-qdq"
+    assert 0 < state.model["modelBytes"] < state.model["fp32ModelBytes"]
+    assert state.model["latency"]["provider"] == "CPUExecutionProvider"
+    assert state.model["latency"]["p50Ms"] > 0
+    gate = state.model["validation"]
+    assert (gate["mode"], gate["metric"], gate["passed"]) == ("labels", "accuracy", True)
+    assert gate["samples"] == 450 - 225  # half of the rows calibrated, the other half scored
     assert state.reference == f"reg.local:5000/line-3/digits@sha256:{'a' * 64}"
     assert state.platforms == (("amd64", "passed on CPUExecutionProvider"),)
     (request,) = builder.requests
@@ -116,7 +125,9 @@ def test_wrong_digest_is_terminal(model: digits.DigitsModel, tmp_path: Path) -> 
 def test_failed_accuracy_gate_is_terminal_with_figures(
     model: digits.DigitsModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def damaging_optimize(source: Path, precision: str, out: Path, samples: Any) -> Variant_:
+    def damaging_optimize(
+        source: Path, precision: str, out: Path, samples: Any, **_: Any
+    ) -> Variant_:
         """A variant whose weights are all zero: it loads and answers, but wrongly."""
         onnx_model = onnx.load(str(source))
         for init in onnx_model.graph.initializer:

@@ -12,6 +12,7 @@ from types import FrameType
 from edgemodel_server.app import ModelServer, create_server, drain
 from edgemodel_server.config import ConfigError, load_config
 from edgemodel_server.termination import terminate
+from edgemodel_server.workers import supervise
 
 log = logging.getLogger("edgemodel_server")
 
@@ -27,6 +28,8 @@ def main() -> int:
     except ConfigError as err:
         log.error("Invalid configuration: %s", err)
         return 2
+    if config.workers > 1:
+        return supervise(config, os.environ)
     try:
         server = create_server(config)
     except OSError as err:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
-PRECISIONS = ("fp32", "fp16", "int8", "original")  # original: served as published
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "original")  # original: served as published
+
+
+def usable_cpus() -> int:
+    from edgemodel_server.workers import usable_cpus as cpus
+
+    return cpus()
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -27,6 +35,10 @@ class ServerConfig:
     port: int  # 0 picks a free port
     shutdown_grace_seconds: float = 10.0
     precision: str = "fp32"  # what the operator made of the model (reported, not applied)
+    workers: int = 1  # server processes sharing the port (workers.py)
+    intra_op_threads: int = 0  # onnxruntime threads per session; 0: onnxruntime's default
+    reuse_port: bool = False  # SO_REUSEPORT on the listening socket (set in workers)
+    worker: str | None = None  # this worker's index when several share the port
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -73,9 +85,12 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         )
     precision = env.get("EDGEMODEL_PRECISION", "fp32").strip().lower()
     if precision not in PRECISIONS:
-        raise ConfigError(
-            f"EDGEMODEL_PRECISION must be fp32, fp16, int8 or original, got {precision!r}"
-        )
+        raise ConfigError(f"EDGEMODEL_PRECISION must be one of {PRECISIONS}, got {precision!r}")
+    # auto: a process per usable core on CPU; one on a GPU or NPU, which every process
+    # would load the model onto again.
+    workers = _count(env, "EDGEMODEL_WORKERS", "auto",
+                     auto=lambda: usable_cpus() if accelerator == "cpu" else 1)  # fmt: skip
+    threads = _count(env, "EDGEMODEL_INTRA_OP_THREADS", "0", auto=lambda: 0, low=0)
     return ServerConfig(
         precision=precision,
         model_name=name,
@@ -86,4 +101,23 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         host=env.get("EDGEMODEL_HOST", "127.0.0.1").strip() or "127.0.0.1",
         port=port,
         shutdown_grace_seconds=grace,
+        workers=workers,
+        intra_op_threads=threads,
+        reuse_port="EDGEMODEL_WORKER_INDEX" in env,
+        worker=env.get("EDGEMODEL_WORKER_INDEX"),
     )
+
+
+def _count(
+    env: Mapping[str, str], name: str, default: str, auto: Callable[[], int], low: int = 1
+) -> int:
+    raw = env.get(name, default).strip().lower()
+    if raw == "auto":
+        return auto()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not low <= value <= 256:
+        raise ConfigError(f"{name} must be auto or a number {low}..256, got {raw!r}")
+    return value

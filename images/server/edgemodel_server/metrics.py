@@ -45,7 +45,9 @@ class _Histogram:
 class Metrics:
     """The server's metrics; every method may be called from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str | None = None) -> None:
+        """`worker`: with several server processes, each labels its series worker="N"."""
+        self._worker: Labels = (("worker", worker),) if worker is not None else ()
         self._lock = threading.Lock()
         self._requests: dict[Labels, int] = {}
         self._latency: dict[Labels, _Histogram] = {}
@@ -89,6 +91,9 @@ class Metrics:
             )
             self._provider[key] = 1.0
 
+    def _tagged(self, series: Mapping[Labels, float]) -> dict[Labels, float]:
+        return {(*self._worker, *labels): value for labels, value in series.items()}
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:
@@ -97,7 +102,7 @@ class Metrics:
                 "edgemodel_inference_requests_total",
                 "counter",
                 "Inference requests answered, by model and HTTP status.",
-                self._requests,
+                self._tagged(self._requests),
             )
             lines.append(
                 "# HELP edgemodel_inference_duration_seconds Time spent answering inference "
@@ -106,6 +111,7 @@ class Metrics:
             lines.append("# TYPE edgemodel_inference_duration_seconds histogram")
             for labels, hist in sorted(self._latency.items()):
                 name = "edgemodel_inference_duration_seconds"
+                labels = (*self._worker, *labels)
                 for bound, count in zip(BUCKETS, hist.counts, strict=True):
                     le = (("le", _number(bound)),)
                     lines.append(f"{name}_bucket{_labels(labels, le)} {count}")
@@ -118,21 +124,21 @@ class Metrics:
                 "edgemodel_model_load_seconds",
                 "gauge",
                 "Seconds it took to load the model into onnxruntime.",
-                self._load_seconds,
+                self._tagged(self._load_seconds),
             )
             _family(
                 lines,
                 "edgemodel_model_ready",
                 "gauge",
                 "1 when the model is loaded and serving, else 0.",
-                self._ready,
+                self._tagged(self._ready),
             )
             _family(
                 lines,
                 "edgemodel_execution_provider",
                 "gauge",
                 "Always 1; the labels tell the onnxruntime execution provider in use.",
-                self._provider,
+                self._tagged(self._provider),
             )
         return "\n".join(lines) + "\n"
 

@@ -95,8 +95,11 @@ class ServedModel:
             return
         started = time.perf_counter()
         try:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = cfg.intra_op_threads  # 0: one per core
             session = ort.InferenceSession(
                 str(cfg.model_path),
+                options,
                 providers=list(choice.providers),
                 provider_options=[dict(opts) for opts in choice.options],
             )

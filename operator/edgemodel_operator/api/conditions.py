@@ -11,6 +11,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 ROLLED_BACK_TYPE = "RolledBack"
 IMAGES_READY = "ImagesReady"
+VALIDATED = "Validated"  # the accuracy gate of spec.model.validation ran and passed
 
 # Reasons (CamelCase, stable: users alert on them).
 ALL_TARGETS_READY = "AllTargetsReady"
@@ -29,6 +30,9 @@ HELD = "Held"
 STABILIZING = "Stabilizing"
 BUILDING = "Building"
 IMAGES_BUILT = "ImagesBuilt"
+GATE_PASSED = "GatePassed"
+NO_SAMPLES = "NoSamples"
+NOT_MEASURED = "NotMeasured"
 
 
 def timestamp(now: datetime) -> str:

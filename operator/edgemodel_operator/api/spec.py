@@ -15,10 +15,11 @@ from edgemodel_operator.api.errors import InvalidSpec
 
 DEFAULT_PRECISION = {"gpu": "fp16", "npu": "int8", "cpu": "int8"}
 ALLOWED_PRECISION = {
-    "gpu": ("fp32", "fp16", "int8"),
-    "npu": ("int8", "fp16"),
-    "cpu": ("fp32", "int8"),
+    "gpu": ("fp32", "fp16", "int8", "int4"),
+    "npu": ("int8", "fp16", "int4"),
+    "cpu": ("fp32", "int8", "int4"),
 }
+VALIDATION_MODES = ("labels", "reference")
 PLACEMENTS = ("perNode", "replicas")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URI = re.compile(r"^(https?|file)://.+")
@@ -28,8 +29,16 @@ _MAX_UNAVAILABLE = re.compile(r"^[0-9]+%?$")
 
 @dataclass(frozen=True)
 class Validation:
+    """spec.model.validation: the gate's samples and thresholds (see optimize.gate)."""
+
     samples_uri: str | None
-    max_accuracy_drop: float
+    max_accuracy_drop: float = 0.01
+    calibration_uri: str | None = None
+    calibration_rows: int | None = None
+    mode: str | None = None  # labels | reference; None: labels when the samples have y
+    min_cosine_similarity: float | None = None
+    max_relative_error: float | None = None
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,14 +141,51 @@ def _model(raw: Mapping[str, Any]) -> ModelSource:
     fmt = raw.get("format", "onnx")
     if fmt != "onnx":
         raise InvalidSpec(f"{where}.format {fmt!r} is not supported; use onnx")
-    validation = None
-    if "validation" in raw:
-        v = _map(raw["validation"], f"{where}.validation")
-        drop = v.get("maxAccuracyDrop", 0.01)
-        if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= drop <= 1:
-            raise InvalidSpec(f"{where}.validation.maxAccuracyDrop must be between 0 and 1")
-        validation = Validation(_str(v, "samplesUri", f"{where}.validation"), float(drop))
+    validation = _validation(raw["validation"]) if "validation" in raw else None
     return ModelSource(uri=uri, sha256=sha, version=version, format=fmt, validation=validation)
+
+
+def _fraction(raw: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidSpec(f"{where}.{key} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _validation(raw: Any) -> Validation:
+    where = "spec.model.validation"
+    v = _map(raw, where)
+    samples = _str(v, "samplesUri", where)
+    calibration = _str(v, "calibrationUri", where)
+    for key, uri in (("samplesUri", samples), ("calibrationUri", calibration)):
+        if uri is not None and not _URI.match(uri):
+            raise InvalidSpec(f"{where}.{key} must start with http://, https:// or file://")
+    rows = None
+    if "calibrationRows" in v:
+        rows = _int(v, "calibrationRows", where, 1, 1, 100_000)
+        if calibration is not None:
+            raise InvalidSpec(f"{where}: set calibrationUri or calibrationRows, not both")
+        if samples is None:
+            raise InvalidSpec(f"{where}.calibrationRows splits samplesUri, which is not set")
+    mode = v.get("mode")
+    if mode is not None and mode not in VALIDATION_MODES:
+        raise InvalidSpec(f"{where}.mode must be labels or reference, got {mode!r}")
+    outputs = v.get("outputs") or []
+    if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
+        raise InvalidSpec(f"{where}.outputs must be a list of output names")
+    drop = _fraction(v, "maxAccuracyDrop", where)
+    return Validation(
+        samples_uri=samples,
+        max_accuracy_drop=0.01 if drop is None else drop,
+        calibration_uri=calibration,
+        calibration_rows=rows,
+        mode=mode,
+        min_cosine_similarity=_fraction(v, "minCosineSimilarity", where),
+        max_relative_error=_fraction(v, "maxRelativeError", where),
+        outputs=tuple(outputs),
+    )
 
 
 def _target(raw: Mapping[str, Any], index: int) -> Target:

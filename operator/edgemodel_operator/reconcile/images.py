@@ -4,10 +4,11 @@ already holds it means nothing to build)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from edgemodel_operator.api.spec import Validation
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
 
@@ -46,6 +47,7 @@ class ImageJob:
     variant: Variant
     samples_uri: str | None = None
     max_accuracy_drop: float = 0.01
+    validation: Validation | None = None  # spec.model.validation; overrides the two above
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,30 @@ class ImageState:
     message: str = ""  # progress while Building, the cause when Failed
     terminal: bool = False  # Failed for good: the same inputs fail the same way
     platforms: tuple[tuple[str, str], ...] = ()  # (arch, smoke test), when Ready
+    model: dict[str, Any] | None = None  # the variant's figures (optimize.assess), if known
+
+
+def validation_condition(
+    has_validation: bool, samples_uri: str | None, figures: Mapping[str, Mapping[str, Any] | None]
+) -> tuple[bool, str, str] | None:
+    """(status, reason, message) of the Validated condition once the images are Ready, from
+    spec.model.validation and each variant's figures; None when the spec asks for no gate."""
+    if not has_validation:
+        return None
+    if not samples_uri:
+        return (False, "NoSamples", "spec.model.validation sets thresholds but no samplesUri: "
+                "the accuracy gate did not run and no variant was checked")  # fmt: skip
+    checked, unknown = [], []
+    for key, fig in sorted(figures.items()):
+        gate = (fig or {}).get("validation")
+        if key.endswith("/fp32"):
+            continue  # the original itself
+        if not gate:
+            unknown.append(key)
+            continue
+        checked.append(f"{key} {gate.get('metric')} {gate.get('value')} vs fp32 "
+                       f"{gate.get('fp32')} (drop {gate.get('drop')})")  # fmt: skip
+    if unknown:
+        return (False, "NotMeasured", f"no gate figures for {', '.join(unknown)} (images found "
+                "already built by an earlier operator); " + "; ".join(checked))  # fmt: skip
+    return (True, "GatePassed", "; ".join(checked) or "only fp32 variants: nothing to check")

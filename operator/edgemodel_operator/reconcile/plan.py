@@ -20,7 +20,12 @@ from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import TARGET_LABEL
 from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
 from edgemodel_operator.reconcile.drift import needs_apply
-from edgemodel_operator.reconcile.images import ImageJob, ImageState, variants
+from edgemodel_operator.reconcile.images import (
+    ImageJob,
+    ImageState,
+    validation_condition,
+    variants,
+)
 from edgemodel_operator.reconcile.network import (
     ProbeSource,
     build_network_policy,
@@ -177,6 +182,7 @@ def image_jobs(
             variant=v,
             samples_uri=validation.samples_uri if validation else None,
             max_accuracy_drop=validation.max_accuracy_drop if validation else 0.01,
+            validation=validation,
         )
         for v in variants(_place(spec, nodes, settings, None, _server_archs(servers)))
     }
@@ -394,9 +400,17 @@ def plan(
         status["images"] = [
             {"variant": k, "image": ref, "sizeBytes": sizes[k],
              "platforms": [{"architecture": arch, "smokeTest": smoke}
-                           for arch, smoke in images[k].platforms]}
+                           for arch, smoke in images[k].platforms],
+             **({"model": images[k].model} if images[k].model else {})}
             for k, ref in sorted(pinned.items())
         ]  # fmt: skip
+        validation = spec.model.validation
+        validated = validation_condition(validation is not None,
+                                         validation.samples_uri if validation else None,
+                                         {k: s.model for k, s in images.items()})  # fmt: skip
+        if validated is not None:
+            status["conditions"] = c.set_condition(status["conditions"], c.VALIDATED, *validated,
+                                                   generation, now)  # fmt: skip
         if "stable" in status:  # the stable revision's images, to roll back to without builds
             promoted = decision.action in (Action.PROMOTE, Action.STEADY)
             status["stable"]["images"] = pinned if promoted else stable_images

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -35,10 +36,11 @@ from edgemodel_operator.adapters.model_images import (
 )
 from edgemodel_operator.adapters.registry import Registry
 from edgemodel_operator.adapters.unpacked import UnpackedRunner
+from edgemodel_operator.api.spec import Validation
 from edgemodel_operator.config import BuildConfig
-from edgemodel_operator.optimize import OptimizeError, load_samples, optimize
-from edgemodel_operator.optimize import gate as accuracy
+from edgemodel_operator.optimize import OptimizeError, Samples, assess, load_samples, optimize
 from edgemodel_operator.optimize.digest import sha256_file
+from edgemodel_operator.optimize.plan import gate_plan
 from edgemodel_operator.reconcile.images import ImageJob, ImageState, image_tag, repository
 
 LOG = structlog.get_logger("edgemodel_operator.images")
@@ -57,6 +59,7 @@ class _Job:
     progress: str = "queued"
     attempts: int = 1
     retry_at: float = 0.0
+    figures: dict[str, Any] | None = None  # the variant's figures (optimize.assess)
 
 
 def builder_for(config: BuildConfig) -> ModelBuilder:
@@ -118,7 +121,8 @@ class ImagePipeline:
                 built = current.future.result()
                 platforms = tuple((p.arch, p.smoke_test) for p in built.platforms)
                 return ImageState("Ready", reference=built.reference,
-                                  size_bytes=built.size_bytes, platforms=platforms)  # fmt: skip
+                                  size_bytes=built.size_bytes, platforms=platforms,
+                                  model=current.figures)  # fmt: skip
             if isinstance(error, TerminalFailure):
                 return ImageState("Failed", reason=error.reason, message=str(error), terminal=True)
             if self._clock() >= current.retry_at:
@@ -142,7 +146,7 @@ class ImagePipeline:
 
         def run() -> BuiltImage:
             try:
-                return self._make(job, repo, progress)
+                return self._make(job, repo, progress, record)
             except Exception:
                 record.retry_at = self._clock() + delay
                 raise
@@ -150,32 +154,43 @@ class ImagePipeline:
         record.future = self._pool.submit(run)
         return record
 
-    def _make(self, job: ImageJob, repo: str, progress: Callable[[str], None]) -> BuiltImage:
+    def _make(
+        self, job: ImageJob, repo: str, progress: Callable[[str], None], record: _Job
+    ) -> BuiltImage:
         server = self.server_of(job)
         tag = image_tag(job.sha256, job.variant, self._builder.server_digest(server))
+        work = Path(self._config.work_dir)
+        out = work / "variants" / job.sha256 / job.variant.accelerator
+        figures_file = out / f"figures-{job.variant.precision}.json"
         existing = self._builder.find(repo, tag)
         if existing is not None:  # content-addressed: nothing to fetch or build
             progress(f"{repo}:{tag} is already in the registry")
+            if figures_file.is_file():
+                record.figures = json.loads(figures_file.read_text())
             return existing
-        work = Path(self._config.work_dir)
         model = self._model(job, work, progress)
-        samples = None
-        if job.samples_uri:
-            name = hashlib.sha256(job.samples_uri.encode()).hexdigest()[:16]
-            path = work / "samples" / f"{name}.npz"
-            samples = load_samples(path if path.is_file() else fetch(job.samples_uri, path))
+        validation = job.validation or (
+            Validation(job.samples_uri, job.max_accuracy_drop) if job.samples_uri else None
+        )
         progress(f"Making the {job.variant.precision} variant")
         try:
-            out = work / "variants" / job.sha256 / job.variant.accelerator
-            variant = optimize(model, job.variant.precision, out, samples)
-            if samples is not None and job.variant.precision != "fp32":
-                result = accuracy.evaluate(model, variant.path, samples, job.variant.precision)
-                verdict = accuracy.check(result, job.max_accuracy_drop)
-                progress(f"Accuracy gate: {verdict.message}")
-                if not verdict.passed:
-                    raise TerminalFailure("AccuracyGateFailed", verdict.message)
+            plan = gate_plan(
+                validation,
+                self._samples(validation.samples_uri, work) if validation else None,
+                self._samples(validation.calibration_uri, work) if validation else None,
+            )
+            variant = optimize(model, job.variant.precision, out, plan.calibration,
+                               accelerator=job.variant.accelerator)  # fmt: skip
+            assessed = assess(model, variant, plan.evaluation, plan.thresholds,
+                              job.variant.accelerator)  # fmt: skip
         except OptimizeError as err:
             raise TerminalFailure("OptimizeFailed", str(err)) from err
+        record.figures = assessed.figures
+        figures_file.write_text(json.dumps(assessed.figures))
+        if assessed.verdict is not None:
+            progress(f"Accuracy gate: {assessed.verdict.message}")
+            if not assessed.verdict.passed:
+                raise TerminalFailure("AccuracyGateFailed", assessed.verdict.message)
         request = ModelImageRequest(
             model_file=variant.path,
             model_name=job.model,
@@ -190,6 +205,16 @@ class ImagePipeline:
             return self._builder.build(request, progress)
         except SmokeTestFailed as err:
             raise TerminalFailure("SmokeTestFailed", str(err)) from err
+
+    def _samples(self, uri: str | None, work: Path) -> Samples | None:
+        if not uri:
+            return None
+        name = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        path = work / "samples" / f"{name}.npz"
+        try:
+            return load_samples(path if path.is_file() else fetch(uri, path))
+        except FetchError as err:
+            raise ImageError(f"Could not fetch the samples: {err}") from err
 
     def _model(self, job: ImageJob, work: Path, progress: Callable[[str], None]) -> Path:
         path = work / "models" / job.sha256 / "model.onnx"

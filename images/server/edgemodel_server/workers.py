@@ -1,0 +1,106 @@
+"""Several server processes on one port: one per usable core, sharing it with SO_REUSEPORT.
+
+One Python process answers requests on one core at a time (the GIL), so under concurrent
+load a single process queues them. With `EDGEMODEL_WORKERS` above 1 (or `auto`), the
+process started by `python -m edgemodel_server` becomes a supervisor: it starts that many
+copies of itself, each a complete server with its own model session and
+`EDGEMODEL_INTRA_OP_THREADS` onnxruntime threads, all listening on the same port with
+SO_REUSEPORT so the kernel spreads connections over them. The supervisor forwards SIGTERM
+and SIGINT, and when one worker exits on its own it stops the others and exits with that
+worker's status, so the container restarts as a whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from edgemodel_server.config import ServerConfig
+
+log = logging.getLogger("edgemodel_server")
+WORKER_ENV = "EDGEMODEL_WORKER_INDEX"  # set in the workers' environment
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = cores or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(host: str, port: int, children: list[subprocess.Popen[bytes]]) -> None:
+    """Return once the port takes connections (so the port logged next is usable), or a
+    worker has exited, or 60 s have passed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and all(c.poll() is None for c in children):
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
+    """Run `config.workers` worker processes until a signal or a worker's exit."""
+    port = config.port or _free_port(config.host)
+    threads = config.intra_op_threads or max(1, usable_cpus() // config.workers)
+    children: list[subprocess.Popen[bytes]] = []
+    for index in range(config.workers):
+        env = {**environ, WORKER_ENV: str(index), "EDGEMODEL_WORKERS": "1",
+               "EDGEMODEL_PORT": str(port), "EDGEMODEL_INTRA_OP_THREADS": str(threads)}  # fmt: skip
+        children.append(subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env))
+    _wait_listening(config.host, port, children)
+    log.info(
+        "Serving model %s (%s, accelerator %s) on http://%s:%d with %d worker processes "
+        "(%d onnxruntime threads each)",
+        config.model_name, config.model_path, config.accelerator, config.host, port,
+        config.workers, threads,
+    )  # fmt: skip
+    asked: list[int] = []  # signals received: a stop that was asked for
+    failed: list[int] = []  # a worker's own exit: a stop that was not
+
+    def forward(signum: int) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        asked.append(signum)
+        forward(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while any(child.poll() is None for child in children):
+        exited = [c.returncode for c in children if c.returncode is not None]
+        if exited and not asked and not failed:  # one worker ended on its own: end them all
+            failed.append(exited[0])
+            log.error("A worker exited with status %s; stopping the others", exited[0])
+            forward(signal.SIGTERM)
+        time.sleep(0.1)
+    codes = [c.returncode for c in children]
+    if failed:
+        status = failed[0] if failed[0] > 0 else 1  # killed by a signal counts as a failure
+    else:
+        status = max((code for code in codes if code > 0), default=0)
+    log.info("Stopped")
+    return status
