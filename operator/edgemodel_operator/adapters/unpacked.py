@@ -174,6 +174,8 @@ class UnpackedRunner:
             "EDGEMODEL_MODEL_PATH": str(model_file), "EDGEMODEL_MODEL_NAME": model,
             "EDGEMODEL_HOST": "127.0.0.1", "EDGEMODEL_PORT": str(port),
             "EDGEMODEL_TERMINATION_LOG": os.devnull,
+            # One process: its workers would start the image's Python with the host's loader.
+            "EDGEMODEL_WORKERS": "1",
         }  # fmt: skip
         library_path = ":".join(str(d) for d in _library_dirs(root, home))
         argv = [str(loader), "--library-path", library_path, str(python), *entry[1:]]
