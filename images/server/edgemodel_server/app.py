@@ -532,9 +532,14 @@ class _BufferedHandler(Handler):
 
 
 def create_server(config: ServerConfig, registry: metrics.Metrics | None = None) -> ModelServer:
-    """Bind the server (port 0 picks a free one) and start loading the model in a thread."""
+    """Bind the server (port 0 picks a free one) and load the model: in a thread, so that
+    readiness says "loading" meanwhile; or first, for one of several workers sharing the
+    port (config.reuse_port), which must not take connections before it can answer them."""
     registry = registry if registry is not None else metrics.Metrics(config.worker)
     model = ServedModel(config, registry)
+    if config.reuse_port:
+        model.load()
+        return ModelServer(config, model, registry)
     server = ModelServer(config, model, registry)
     threading.Thread(target=model.load, name="model-loader", daemon=True).start()
     return server

@@ -65,17 +65,6 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
     port = config.port or _free_port(config.host)
     threads = config.intra_op_threads or max(1, usable_cpus() // config.workers)
     children: list[subprocess.Popen[bytes]] = []
-    for index in range(config.workers):
-        env = {**environ, WORKER_ENV: str(index), "EDGEMODEL_WORKERS": "1",
-               "EDGEMODEL_PORT": str(port), "EDGEMODEL_INTRA_OP_THREADS": str(threads)}  # fmt: skip
-        children.append(subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env))
-    _wait_listening(config.host, port, children)
-    log.info(
-        "Serving model %s (%s, accelerator %s) on http://%s:%d with %d worker processes "
-        "(%d onnxruntime threads each)",
-        config.model_name, config.model_path, config.accelerator, config.host, port,
-        config.workers, threads,
-    )  # fmt: skip
     asked: list[int] = []  # signals received: a stop that was asked for
     failed: list[int] = []  # a worker's own exit: a stop that was not
 
@@ -88,8 +77,20 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
         asked.append(signum)
         forward(signum)
 
+    # Before any worker starts: a stop asked for while they load is forwarded, not fatal.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    for index in range(config.workers):
+        env = {**environ, WORKER_ENV: str(index), "EDGEMODEL_WORKERS": "1",
+               "EDGEMODEL_PORT": str(port), "EDGEMODEL_INTRA_OP_THREADS": str(threads)}  # fmt: skip
+        children.append(subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env))
+    _wait_listening(config.host, port, children)
+    log.info(
+        "Serving model %s (%s, accelerator %s) on http://%s:%d with %d worker processes "
+        "(%d onnxruntime threads each)",
+        config.model_name, config.model_path, config.accelerator, config.host, port,
+        config.workers, threads,
+    )  # fmt: skip
     while any(child.poll() is None for child in children):
         exited = [c.returncode for c in children if c.returncode is not None]
         if exited and not asked and not failed:  # one worker ended on its own: end them all
