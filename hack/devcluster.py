@@ -362,10 +362,12 @@ class NodeKind:
 def node_kinds(accelerator: str, index: int) -> NodeKind:
     """What a real site's node of this kind looks like (a Jetson, an NPU box, a small x86)."""
     if accelerator == "gpu":
-        return NodeKind(
-            "gpu", "arm64", "jetson-orin-nx", "8", "16Gi", {"nvidia.com/gpu": "1"},
-            ({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},),
-        )  # fmt: skip
+        # Alternate a Jetson Orin board (arm64) and an x86 box with an NVIDIA card.
+        gpu = {"nvidia.com/gpu": "1"}
+        taint = ({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},)
+        if index % 2 == 0:
+            return NodeKind("gpu", "arm64", "jetson-orin-nx", "8", "16Gi", gpu, taint)
+        return NodeKind("gpu", "amd64", "x86-rtx-a2000", "16", "32Gi", gpu, taint)
     if accelerator == "npu":
         # Alternate an Intel NPU box (amd64) and a Rockchip RK3588 board (arm64). NPU device
         # plugins share one device between a few models (slots); a GPU is exclusive.

@@ -15,7 +15,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
-from clusterkit import POOL_LABEL, POOL_TAINT, Cluster, publish_servers, wait_until  # noqa: E402
+from clusterkit import (  # noqa: E402
+    POOL_LABEL,
+    POOL_PREFIX,
+    POOL_TAINT,
+    STATE,
+    Cluster,
+    publish_servers,
+    wait_until,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,22 +59,22 @@ def cluster() -> Iterator[Cluster]:
         [str(ROOT / "hack" / "build-tools.sh")], text=True, capture_output=True, check=True
     ).stdout.strip()
     k8s_dir = Path(tools.split(":")[0])
-    yield Cluster(kubeconfig=ROOT / ".devcluster" / "kubeconfig", kubectl_path=k8s_dir / "kubectl")
+    yield Cluster(kubeconfig=STATE / "kubeconfig", kubectl_path=k8s_dir / "kubectl")
     if started and not os.environ.get("DEVCLUSTER_KEEP"):
         _devcluster("down")
 
 
 @pytest.fixture(scope="session")
 def pool(cluster: Cluster) -> Iterator[list[str]]:
-    """The tests' own simulated nodes (3 GPU, 3 NPU, 6 CPU, like the default fleet), labeled
-    and tainted edgeai.dev/pool=e2e; created here and deleted at the end."""
+    """This session's own simulated nodes (3 GPU, 3 NPU, 6 CPU, like the default fleet),
+    labeled and tainted edgeai.dev/pool=e2e-<session>; created here, deleted at the end."""
     sys.path.insert(0, str(ROOT / "hack"))
     import devcluster
 
     nodes = []
     for accelerator, count in (("gpu", 3), ("npu", 3), ("cpu", 6)):
         for i in range(count):
-            node = devcluster.node_manifest(f"e2e-{accelerator}-{i}",
+            node = devcluster.node_manifest(f"{POOL_PREFIX}-{accelerator}-{i}",
                                             devcluster.node_kinds(accelerator, i))  # fmt: skip
             node["metadata"]["labels"][POOL_LABEL[0]] = POOL_LABEL[1]  # type: ignore[index]
             node["spec"]["taints"] = [*node["spec"]["taints"], POOL_TAINT]  # type: ignore[index]

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +26,19 @@ from edgemodel_operator.api.accelerators import DEFAULT_PROFILES
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 
-# EdgeModels of the e2e tests carry this label, and the tests' operators handle only those
-# (EDGEMODEL_SELECTOR): a demo running in the same cluster keeps its own operator.
-E2E_LABEL = ("edgeai.dev/e2e", "true")
+# One test session's own label value: sessions (and a demo) may share the cluster.
+SESSION = uuid.uuid4().hex[:6]
+# EdgeModels of this session's tests carry this label, and its operators handle only those
+# (EDGEMODEL_SELECTOR): a demo or another session in the same cluster keeps its own.
+E2E_LABEL = ("edgeai.dev/e2e", SESSION)
+# Where the state of the shared local cluster is (hack/devcluster.py --state-dir).
+STATE = Path(os.environ.get("DEVCLUSTER_STATE") or ROOT / ".devcluster")
 # Tests of the simulated fleet run on a pool of KWOK nodes of their own (tests/conftest.py,
 # `pool`), tainted so that nothing else lands there: a demo in the same cluster cannot take
 # their exclusive GPUs, and the real nodes, which pull and run images for real, never get
 # their fake images. Their operators map every accelerator onto that pool.
-POOL_LABEL = ("edgeai.dev/pool", "e2e")
+POOL_LABEL = ("edgeai.dev/pool", f"e2e-{SESSION}")
+POOL_PREFIX = f"e2e-{SESSION}"  # the pool's nodes: e2e-<session>-gpu-0, ...
 POOL_TAINT = {"key": POOL_LABEL[0], "value": POOL_LABEL[1], "effect": "NoSchedule"}
 SIMULATED_ONLY = json.dumps({
     acc: {

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
-from clusterkit import Cluster, e2e_labeled, wait_until
+from clusterkit import STATE, Cluster, e2e_labeled, wait_until
 from test_edgemodel import GROUP, VERSION, apply, condition, get_em
 
 from conftest import ModelStore, RealNode
@@ -231,7 +231,7 @@ def test_bad_versions_roll_back_while_the_stable_one_keeps_serving(
 @pytest.fixture
 def kubelet(real_node: RealNode) -> Iterator[int]:
     """The real node's kubelet process; continued whatever the test did to it."""
-    pid = int((ROOT / ".devcluster" / "nodes" / real_node.name / "kubelet.pid").read_text())
+    pid = int((STATE / "nodes" / real_node.name / "kubelet.pid").read_text())
     yield pid
     os.kill(pid, signal.SIGCONT)
 

@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from clusterkit import Cluster, OperatorProcess, pod_ready, wait_until
+from clusterkit import POOL_PREFIX, Cluster, OperatorProcess, pod_ready, wait_until
 from test_edgemodel import apply, condition, get_em, minimal, wait_condition
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -264,7 +264,7 @@ def test_waves_move_the_fleet_step_by_step(cluster: Cluster, namespace: str) -> 
 def test_a_failing_canary_wave_rolls_back_only_the_nodes_it_touched(
     cluster: Cluster, namespace: str
 ) -> None:
-    canary = "e2e-cpu-5"
+    canary = f"{POOL_PREFIX}-cpu-5"
     cluster.core.patch_node(canary, {"metadata": {"labels": {"edgeai.dev/canary": "true"}}})
     try:
         em = fleet_model("careful", "edgemodel-server:1.0.0-cpu", [{"count": 1}],

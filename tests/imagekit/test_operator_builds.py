@@ -32,6 +32,7 @@ from edgemodel_operator.adapters.registry import Registry
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from clusterkit import (  # noqa: E402
+    POOL_PREFIX,
     SIMULATED_ONLY,
     Cluster,
     OperatorProcess,
@@ -206,7 +207,7 @@ def test_three_accelerators_get_built_tested_images_pinned_by_digest(
         lambda s: cond(s, "Degraded").get("reason") == "NoImageForArchitecture", 60,
         "NoImageForArchitecture for the Jetsons",
     )  # fmt: skip
-    assert "e2e-gpu-0" in cond(placed, "Degraded")["message"]
+    assert f"{POOL_PREFIX}-gpu-0" in cond(placed, "Degraded")["message"]
     assert "the gpu/fp16 image serves amd64 only" in cond(placed, "Degraded")["message"]
     registry = Registry(insecure=True)
     for variant, image in images.items():
