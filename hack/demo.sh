@@ -112,7 +112,9 @@ start_operator builder 16483 EDGEMODEL_NAMESPACES="$BUILDS" EDGEMODEL_SERVER_IMA
 kubectl apply -n "$BUILDS" -f examples/built/digits-built.yaml
 echo "Building; follow it with: kubectl get em digits -n $BUILDS -o wide -w"
 kubectl wait -n "$BUILDS" --for=condition=ImagesReady --timeout=1200s em/digits
+kubectl wait -n "$BUILDS" --for=condition=Ready --timeout=300s em/digits
 kubectl get em digits -n "$BUILDS" -o wide
+kubectl get em digits -n "$BUILDS" -o jsonpath='{.status.conditions[?(@.type=="Degraded")].message}{"\n"}'
 kubectl get em digits -n "$BUILDS" -o jsonpath='{range .status.images[*]}{.variant}{"  "}{.sizeBytes}{" B  "}{.image}{"\n"}{range .platforms[*]}{"    "}{.architecture}{": "}{.smokeTest}{"\n"}{end}{end}'
 
 cat <<MSG

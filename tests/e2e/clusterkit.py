@@ -159,13 +159,15 @@ class Cluster:
 
 def publish_servers(accelerators: str, platforms: str) -> str:
     """`make images` for these accelerators and platforms (content-addressed: what the
-    registry has is not rebuilt); EDGEMODEL_SERVER_IMAGE for the published indexes."""
-    env = {**os.environ, "PY": sys.executable, "ACCELERATORS": accelerators,
-           "PLATFORMS": platforms}  # fmt: skip
-    subprocess.run([str(ROOT / "hack" / "images.sh")], env=env, check=True, stdout=sys.stderr)
+    registry has is not rebuilt); EDGEMODEL_SERVER_IMAGE for the published indexes. They go
+    to the image kit's registry, under REGISTRY when that is set (a path of its own keeps
+    one checkout's server images apart from another's)."""
     out = subprocess.run([sys.executable, str(ROOT / "hack" / "imagekit.py"), "env"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    registry = out.split("EDGEMODEL_REGISTRY=")[1].strip()
+    registry = os.environ.get("REGISTRY") or out.split("EDGEMODEL_REGISTRY=")[1].strip()
+    env = {**os.environ, "PY": sys.executable, "ACCELERATORS": accelerators,
+           "PLATFORMS": platforms, "REGISTRY": registry}  # fmt: skip
+    subprocess.run([str(ROOT / "hack" / "images.sh")], env=env, check=True, stdout=sys.stderr)
     from edgemodel_operator import __version__
 
     return f"{registry}/edgemodel-server:{__version__}-{{accelerator}}"
