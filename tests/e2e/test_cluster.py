@@ -90,7 +90,7 @@ def test_gpu_request_lands_only_on_gpu_nodes_and_respects_capacity(
         "tolerations": [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
             {**POOL_TAINT, "operator": "Equal"},
-        ],  # fmt: skip
+        ],
         "containers": [
             restricted_container(
                 "server", "example.local/server:1", resources={"limits": {"nvidia.com/gpu": "1"}}
