@@ -479,6 +479,12 @@ def wait_default_serviceaccount(layout: Layout, timeout: float) -> None:
 # --- KWOK stages -------------------------------------------------------------------------
 
 
+OFFLINE_EXEMPT = """\
+    - key: '.metadata.labels["kwok.edgeai.dev/offline"]'
+      operator: 'DoesNotExist'
+"""
+
+
 def kwok_config(layout: Layout) -> Path:
     """kwok's default node and pod stages plus the project's own test stages, in one file.
 
@@ -495,11 +501,24 @@ def kwok_config(layout: Layout) -> Path:
             "pod/fast/pod-delete.yaml",
         )
     ]
+    # node-initialize makes any node Ready: not one our node-offline stage holds down.
+    selector = "    matchExpressions:\n"
+    docs[0] = docs[0].replace(selector, selector + OFFLINE_EXEMPT, 1)
     for f in sorted((ROOT / "hack" / "kwok" / "stages").glob("*.yaml")):
         docs.append(f.read_text())
     path = layout.state / "kwok.yaml"
     path.write_text("\n---\n".join(d.strip().removeprefix("---").strip() for d in docs) + "\n")
     return path
+
+
+def refresh_kwok(layout: Layout) -> None:
+    """A running cluster picks up changed stages (hack/kwok/stages/): kwok restarts."""
+    path = layout.state / "kwok.yaml"
+    before = path.read_text() if path.exists() else ""
+    if kwok_config(layout).read_text() != before:
+        log("kwok stages changed; restarting kwok")
+        stop_components(layout, ("kwok",))
+        start_kwok(layout)
 
 
 # --- commands --------------------------------------------------------------------------
@@ -515,6 +534,7 @@ def up(layout: Layout, fleet: dict[str, int], real_nodes: int = 0) -> None:
     running = running_components(layout)
     if all(running.values()):
         log("already running; ensuring the fleet")
+        refresh_kwok(layout)
     else:
         if any(running.values()):
             log("a previous cluster is half up; stopping it first")
@@ -645,6 +665,11 @@ def start_control_plane(layout: Layout) -> None:
         lambda: http_ok(f"https://127.0.0.1:{p.scheduler}/healthz", insecure), 60,
     )  # fmt: skip
 
+    start_kwok(layout)
+
+
+def start_kwok(layout: Layout) -> None:
+    p = layout.ports
     start(layout, "kwok", [
         f"--kubeconfig={layout.state / 'kwok.kubeconfig'}",
         f"--config={kwok_config(layout)}",

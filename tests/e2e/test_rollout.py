@@ -31,14 +31,16 @@ def with_image(em: dict[str, Any], image: str) -> dict[str, Any]:
     return em
 
 
-def promoted(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+def promoted(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    """The EdgeModel once the revision its current spec asks for is the stable one."""
     def check() -> dict[str, Any] | None:
         em = get_em(cluster, namespace, name)
         status = em.get("status") or {}
+        current = status.get("observedGeneration") == em["metadata"]["generation"]
         ok = status.get("stableRevision") and status["stableRevision"] == status.get("revision")
-        return em if ok else None
+        return em if ok and current else None
 
-    return wait_until(check, timeout=60, what=f"{name}'s revision to be promoted to stable")
+    return wait_until(check, timeout=timeout, what=f"{name}'s revision to be promoted to stable")
 
 
 def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:

@@ -263,7 +263,8 @@ def events_for(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[E
     events: list[EventSpec] = []
     was, was_reason, _ = _reason_status(previous, c.DEGRADED)
     now, reason, message = _reason_status(status, c.DEGRADED)
-    if now == "True" and (was != "True" or was_reason != reason):
+    # NodesHeldBack has an Event of its own each time nodes are held (annotate_rollout).
+    if now == "True" and (was != "True" or was_reason != reason) and reason != c.NODES_HELD_BACK:
         kind = "Normal" if reason == c.FELL_BACK else "Warning"
         events.append(EventSpec(kind, reason, message))
     elif now == "False" and was == "True":
