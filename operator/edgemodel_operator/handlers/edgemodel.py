@@ -85,9 +85,10 @@ def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
 def reconcile_edgemodel(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indices: Any
 ) -> None:
-    if body.metadata.deletion_timestamp:
-        return  # the garbage collector removes the children; recreating them would fight it
     parts: wiring.Components = memo.components
+    if body.metadata.deletion_timestamp:
+        parts.metrics.forget(str(body.metadata.namespace), str(body.metadata.name))
+        return  # the garbage collector removes the children; recreating them would fight it
     key = (str(body.metadata.namespace), str(body.metadata.name))
     observed = Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
@@ -102,6 +103,7 @@ def reconcile_edgemodel(
     parts.metrics.observe_reconcile(time.perf_counter() - started)
     patch.status.update(status_patch(dict(body.status), done.status))
     publish(body, done, parts.metrics)
+    parts.metrics.observe_status(dict(body), done.status, observed.pods)
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:

@@ -94,8 +94,9 @@ def _percent_of(value: int | str, total: int) -> int:
 
 
 def _container(
-    spec: EdgeModelSpec, placement: Placement, image: str, model: str, precision: str
-) -> dict[str, Any]:
+    spec: EdgeModelSpec, placement: Placement, image: str, model: str, precision: str,
+    revision: str,
+) -> dict[str, Any]:  # fmt: skip
     probe = spec.serving.probe
     port = spec.serving.port
 
@@ -116,6 +117,9 @@ def _container(
         "EDGEMODEL_ACCELERATOR": placement.accelerator,
         "EDGEMODEL_PRECISION": precision,
         "EDGEMODEL_PORT": str(port),
+        # Labels of the server's metrics: which target and revision the figures belong to.
+        "EDGEMODEL_TARGET": placement.target.name,
+        "EDGEMODEL_REVISION": revision,
     }
     if placement.target.fallback == "cpu" and placement.accelerator != "cpu":
         # The target accepts CPUs: its server may answer on CPU when its provider is missing.
@@ -209,12 +213,13 @@ def child(
 
 
 def _pod_spec(
-    spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str
-) -> dict[str, Any]:
+    spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str,
+    revision: str,
+) -> dict[str, Any]:  # fmt: skip
     image, carries_model = image_for(placement, settings)
     # A fetched model is served as published: the requested precision needs an image build.
     precision = placement.precision if carries_model else ORIGINAL
-    container = _container(spec, placement, image, model, precision)
+    container = _container(spec, placement, image, model, precision, revision)
     container["imagePullPolicy"] = settings.image_pull_policy
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     pod_spec: dict[str, Any] = {
@@ -277,7 +282,7 @@ def build_workload(
     labels = target_labels(owner, spec, placement)
     template = {
         "metadata": {"labels": dict(labels), "annotations": {REVISION_ANNOTATION: revision}},
-        "spec": _pod_spec(spec, placement, settings, owner.name),
+        "spec": _pod_spec(spec, placement, settings, owner.name, revision),
     }
     workload_spec: dict[str, Any] = {
         "selector": {"matchLabels": pod_selector(owner, placement)},
