@@ -99,7 +99,8 @@ def reconcile_edgemodel(
     )  # fmt: skip
     started = time.perf_counter()
     done = reconcile(dict(body), observed, parts.writer, parts.settings, datetime.now(UTC),
-                     parts.images, parts.prober, parts.servers)  # fmt: skip
+                     parts.images, parts.prober, parts.servers, parts.prometheus,
+                     parts.sampler)  # fmt: skip
     parts.metrics.observe_reconcile(time.perf_counter() - started)
     patch.status.update(status_patch(dict(body.status), done.status))
     publish(body, done, parts.metrics)

@@ -19,6 +19,7 @@ from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import TARGET_LABEL
 from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
+from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
 from edgemodel_operator.reconcile.images import (
     ImageJob,
@@ -86,6 +87,7 @@ class PlanSettings:
     probe_gate: bool = False  # pods wait for the active probe before taking traffic
     network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
     probe_source: ProbeSource | None = None  # where the probe comes from (in-cluster)
+    telemetry_window_seconds: int = 60  # status.telemetry's figures cover this window
 
 
 class ServerImage(Protocol):
@@ -119,9 +121,12 @@ class Pass:
 
 def _policy(spec: EdgeModelSpec) -> Policy:
     probe = spec.serving.probe
+    window = probe.period_seconds * probe.failure_threshold
+    if spec.rollout.analysis is not None:  # the analysis needs its whole window of traffic
+        window = max(window, spec.rollout.analysis.window_seconds)
     return Policy(
         progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
-        stabilization_seconds=probe.period_seconds * probe.failure_threshold,
+        stabilization_seconds=window,
         auto_rollback=spec.rollout.auto_rollback,
         failure_threshold=probe.failure_threshold,
     )
@@ -195,6 +200,7 @@ def _server_archs(servers: Mapping[str, ServerImage] | None) -> dict[str, list[s
 def _health(
     model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
     observed: Observed, wave: int, ready_since: str | None, failure_threshold: int,
+    analysis: Mapping[str, Sequence[Verdict]] | None = None,
 ) -> list[TargetHealth]:  # fmt: skip
     """How the pods of revision `rev` are doing, target by target (in waves: how the pods
     due in the current wave are)."""
@@ -223,6 +229,8 @@ def _health(
         if _in_waves(spec, p):
             sizes = wave_sizes(spec.rollout.waves, len(p.nodes))
             health_now = replace(health_now, expected=sizes[min(wave, len(sizes) - 1)])
+        if spec.rollout.analysis is not None:
+            health_now = with_analysis(health_now, (analysis or {}).get(p.target.name))
         health.append(health_now)
     return health
 
@@ -287,10 +295,14 @@ def plan(
     now: datetime,
     images: Mapping[str, ImageState] | None = None,
     servers: Mapping[str, ServerImage] | None = None,
+    analysis: Mapping[str, Sequence[Verdict]] | None = None,
+    telemetry: Mapping[str, Any] | None = None,
 ) -> Pass:
     """The pass for this EdgeModel. `images`: the state of each image the spec needs
     (from image_jobs), or None when the operator builds no images. `servers`: the server
-    image of each accelerator by digest, where it could be resolved."""
+    image of each accelerator by digest, where it could be resolved. `analysis`: the
+    rollout analysis's verdicts by target, when it ran in this pass. `telemetry`: fresh
+    status.telemetry, or None to keep the last figures."""
     meta = body["metadata"]
     name, generation = meta["name"], int(meta.get("generation", 1))
     previous: Mapping[str, Any] = body.get("status") or {}
@@ -321,7 +333,7 @@ def plan(
     ready_since = state.ready_since if state.revision == rev else None
     wave = state.wave if state.revision == rev else 0
     health = _health(name, rev, spec, candidate, observed, wave, ready_since,
-                     policy.failure_threshold)  # fmt: skip
+                     policy.failure_threshold, analysis)  # fmt: skip
     decision = decide(rev, raw_spec, state, health, policy, now)
 
     run_spec, run_rev, run_pinned, run_archs = spec, rev, pinned, archs
@@ -391,6 +403,12 @@ def plan(
         observed=by_target, previous=previous, now=now,
     )  # fmt: skip
     result.events += annotate_rollout(status, decision, rev, generation, now)
+    if spec.rollout.analysis is not None and analysis:
+        status["analysis"] = analysis_status(rev, analysis, now)
+    elif spec.rollout.analysis is not None and previous.get("analysis"):
+        status["analysis"] = previous["analysis"]  # the last checks, until the next ones
+    if telemetry is not None or previous.get("telemetry"):
+        status["telemetry"] = dict(telemetry or previous["telemetry"])
     if images is not None:
         built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
         status["conditions"] = c.set_condition(
