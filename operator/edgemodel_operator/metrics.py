@@ -52,6 +52,16 @@ class Metrics:
             ["namespace", "edgemodel", "target", "metric"], registry=self.registry,
         )  # fmt: skip
 
+        # Declared up front, so that rules and dashboards find them before the first one.
+        for name, help_, labels in (
+            ("edgemodel_rollbacks_total", "Automatic rollbacks to the stable revision.",
+             ("edgemodel", "namespace")),
+            ("edgemodel_events_total", "Events posted about EdgeModels, by type and reason.",
+             ("reason", "type")),
+        ):  # fmt: skip
+            self._counters[name] = Counter(name.removesuffix("_total"), help_, labels,
+                                           registry=self.registry)  # fmt: skip
+
     def count(self, name: str, help_: str, value: float = 1.0, **labels: str) -> None:
         """Add to the counter `name` (ending in _total), created on first use."""
         with self._lock:
