@@ -31,6 +31,7 @@ RUN_AS = 65532  # the model server images' non-root user
 ORIGINAL = "original"  # the precision of a model served as published (fetched, not optimized)
 MODELS_DIR = "/models"  # where the server image looks for /models/model.onnx
 MODELS_SIZE_LIMIT = "4Gi"  # the emptyDir a fetched model lives in
+PRE_STOP_SECONDS = 3
 SERVER_PYTHON = "/opt/venv/bin/python"  # the server image's interpreter (images/Dockerfile)
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 RESTRICTED = {
@@ -138,6 +139,9 @@ def _container(
         "livenessProbe": http("/v2/health/live", probe.failure_threshold),
         "securityContext": copy.deepcopy(RESTRICTED),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # A pod being replaced keeps answering until its endpoint has left every node's
+        # Service rules (kube-proxy syncs within about a second); then SIGTERM drains it.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
     if resources:
         container["resources"] = resources
