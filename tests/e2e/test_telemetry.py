@@ -39,7 +39,7 @@ from test_realnode import (
     wait_rolled_back,
 )
 
-from conftest import ModelStore, RealNode, start_operator
+from conftest import CRD, ModelStore, RealNode, start_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edgemodel-operator"
@@ -138,6 +138,16 @@ def gated(name: str, node: RealNode, uri: str, sha: str, version: str) -> dict[s
     return em
 
 
+def apply_gated(cluster: Cluster, namespace: str, em: dict[str, Any]) -> None:
+    """Apply with this checkout's CRD in place: test sessions of other checkouts share the
+    cluster and apply theirs, which may not know spec.rollout.analysis yet (the API
+    server would drop it)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/edgemodels.edgeai.dev")  # fmt: skip
+    apply(cluster, namespace, em)
+
+
 def endpoints(cluster: Cluster, namespace: str, name: str) -> int:
     targets = (get_em(cluster, namespace, name).get("status") or {}).get("targets") or [{}]
     return int(targets[0].get("endpoints") or 0)
@@ -148,7 +158,7 @@ def serve_stable(
 ) -> tuple[str, dict[str, Any]]:
     """The good version, Ready with both pods in its Service; its URL and body to call."""
     uri, sha = publish(store, f"{name}/1.0.0/model.onnx", digits.model.read_bytes())
-    apply(cluster, namespace, gated(name, node, uri, sha, "1.0.0"))
+    apply_gated(cluster, namespace, gated(name, node, uri, sha, "1.0.0"))
     wait_until(lambda: endpoints(cluster, namespace, name) == 2, timeout=240,
                what=f"{name}'s two pods serving")  # fmt: skip
     x, _ = digits.load_samples()
@@ -176,7 +186,7 @@ def test_versions_failing_their_analysis_roll_back_while_the_stable_one_serves(
 
         # A slow version: the probe's one inference passes, p99 under traffic does not.
         uri, sha = publish(model_store, "gated/slow/model.onnx", broken("slow", tmp_path))
-        apply(cluster, namespace, gated("gated", real_node, uri, sha, "2.0.0-slow"))
+        apply_gated(cluster, namespace, gated("gated", real_node, uri, sha, "2.0.0-slow"))
         slow = revision_after(cluster, namespace, "gated", 2)
         applied = time.time()
         em = wait_rolled_back(cluster, namespace, "gated", slow)
@@ -199,7 +209,7 @@ def test_versions_failing_their_analysis_roll_back_while_the_stable_one_serves(
 
         # A version that fails on real images and answers the probe's zeros.
         uri, sha = publish(model_store, "gated/picky/model.onnx", broken("picky", tmp_path))
-        apply(cluster, namespace, gated("gated", real_node, uri, sha, "3.0.0-picky"))
+        apply_gated(cluster, namespace, gated("gated", real_node, uri, sha, "3.0.0-picky"))
         picky = revision_after(cluster, namespace, "gated", 3)
         em = wait_rolled_back(cluster, namespace, "gated", picky)
         rolled = condition(em, "RolledBack")
