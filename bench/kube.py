@@ -263,6 +263,7 @@ class Operator:
     resync_seconds: int
     namespaces: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more EDGEMODEL_* settings
 
     def start(self) -> None:
         port = free_port()
@@ -275,6 +276,7 @@ class Operator:
         )
         if self.namespaces:
             env["EDGEMODEL_NAMESPACES"] = self.namespaces
+        env.update(self.env)
         with self.logfile.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edgemodel_operator"], env=env, stdout=out, stderr=out

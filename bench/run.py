@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, log, machine
 
-SUITES = ("fleet", "rollback", "footprint", "optimize", "serving", "update-bytes")
+SUITES = ("fleet", "rollback", "footprint", "optimize", "serving", "images", "realnode")
 
 
 def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
@@ -32,10 +32,14 @@ def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
         from serving_suite import suite_serving
 
         return suite_serving
-    if name == "update-bytes":
-        from image_suite import suite_update_bytes
+    if name == "images":
+        from images_suite import suite_images
 
-        return suite_update_bytes
+        return suite_images
+    if name == "realnode":
+        from realnode_suite import suite_realnode
+
+        return suite_realnode
     from cluster_suites import suite_fleet, suite_footprint, suite_rollback
 
     return {"fleet": suite_fleet, "rollback": suite_rollback, "footprint": suite_footprint}[name]

@@ -9,7 +9,8 @@ only. Standard library only, so it runs before any venv.
 
     devcluster.py up [--fleet gpu=3,npu=3,cpu=6] [--real-nodes 1]
                                                     start (or reuse) and create the fleet
-    devcluster.py status                            print what runs and the nodes
+    devcluster.py status                            print what runs and the nodes (exit 0;
+                                                    1: not running; 3: a real node is down)
     devcluster.py down                              stop everything and delete the state
 
 State (PKI, kubeconfig, logs, pids) lives in --state-dir (default .devcluster/);
@@ -714,7 +715,7 @@ def status(layout: Layout) -> int:
                             ("Simulated nodes (KWOK)", "type=kwok")):  # fmt: skip
         print(f"\n{title}:")
         print(kubectl(layout, "get", "nodes", "-l", selector, "-L", columns), end="")
-    return 0 if healthy else 1
+    return 0 if healthy else 3  # 3: the cluster runs, a real node's process does not
 
 
 def built_tool_dirs() -> list[str]:

@@ -52,8 +52,9 @@ def _devcluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
 def cluster() -> Iterator[Cluster]:
     """The local edge cluster. A running one is reused and left running; one started here
     is stopped at the end of the session (set DEVCLUSTER_KEEP=1 to keep it)."""
-    started = _devcluster("status", check=False).returncode != 0
-    if started:
+    state = _devcluster("status", check=False).returncode
+    started = state not in (0, 3)  # 3: it runs, a real node's process is down (healed next)
+    if state != 0:
         _devcluster("up")
     tools = subprocess.run(
         [str(ROOT / "hack" / "build-tools.sh")], text=True, capture_output=True, check=True

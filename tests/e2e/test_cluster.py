@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from clusterkit import Cluster, pod_ready, restricted_container, wait_until
+from clusterkit import POOL_LABEL, POOL_TAINT, Cluster, pod_ready, restricted_container, wait_until
 from kubernetes import client
 
 
@@ -28,7 +28,8 @@ def pods_of(cluster: Cluster, namespace: str, app: str) -> list[Any]:
 
 
 def test_fleet_has_labeled_gpu_npu_and_cpu_nodes(cluster: Cluster) -> None:
-    nodes = [n for n in cluster.core.list_node().items if n.metadata.labels.get("type") == "kwok"]
+    # The cluster's own fleet: not the pools that test sessions add (edgeai.dev/pool).
+    nodes = cluster.core.list_node(label_selector="type=kwok,!edgeai.dev/pool").items
     by_accelerator: dict[str, list[Any]] = {}
     for node in nodes:
         by_accelerator.setdefault(node.metadata.labels["edgeai.dev/accelerator"], []).append(node)
@@ -77,14 +78,19 @@ def test_npu_selector_binds_pods_only_to_npu_nodes_and_they_become_ready(
 
 
 def test_gpu_request_lands_only_on_gpu_nodes_and_respects_capacity(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, pool: list[str]
 ) -> None:
+    # This session's own GPU nodes: their capacity is known (no demo holds their GPUs).
     gpu_nodes = [
-        n for n in cluster.core.list_node().items
+        n for n in cluster.core.list_node(label_selector="=".join(POOL_LABEL)).items
         if n.metadata.labels.get("edgeai.dev/accelerator") == "gpu"
     ]  # fmt: skip
     gpu_pod_spec = {
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "nodeSelector": {POOL_LABEL[0]: POOL_LABEL[1]},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {**POOL_TAINT, "operator": "Equal"},
+        ],
         "containers": [
             restricted_container(
                 "server", "example.local/server:1", resources={"limits": {"nvidia.com/gpu": "1"}}

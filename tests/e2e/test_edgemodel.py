@@ -164,11 +164,12 @@ def test_missing_hardware_is_reported_and_fallback_runs_on_cpu(
     nowhere = {"edgeai.dev/site": "nowhere"}
     stuck = minimal("stuck", [{"name": "jetson", "accelerator": "gpu", "placement": "perNode",
                                "nodeSelector": nowhere}])  # fmt: skip
-    # The fleet's GPUs are arm64 Jetsons: an amd64 GPU target finds none and falls back to the
-    # amd64 CPU nodes (the target's own nodeSelector still applies to its fallback).
+    # No GPU node is a small x86 box: a GPU target bound to those finds none and falls back
+    # to the CPU nodes of that kind (its own nodeSelector still applies to its fallback).
+    small = {"node.kubernetes.io/instance-type": "edge-x86-small"}
     rescued = minimal("rescued", [{"name": "jetson", "accelerator": "gpu", "precision": "fp16",
                                    "placement": "perNode", "fallback": "cpu",
-                                   "nodeSelector": {"kubernetes.io/arch": "amd64"}}])  # fmt: skip
+                                   "nodeSelector": small}])  # fmt: skip
     apply(cluster, namespace, stuck)
     apply(cluster, namespace, rescued)
 

@@ -156,7 +156,9 @@ def test_a_model_serves_on_the_real_node_through_its_service(
     pods = cluster.core.list_namespaced_pod(namespace, label_selector="edgeai.dev/edgemodel=digits")
     for pod in pods.items:
         assert pod.spec.node_name == real_node.name and pod.status.phase == "Running"
-        assert pod.spec.containers[0].image == server_images.format(accelerator="cpu")
+        # The published server image, pinned by the digest its tag had when applied.
+        repository = server_images.format(accelerator="cpu").rsplit(":", 1)[0]
+        assert pod.spec.containers[0].image.startswith(f"{repository}@sha256:")
         (fetched,) = pod.status.init_container_statuses
         assert fetched.name == "fetch-model" and fetched.state.terminated.reason == "Completed"
         gate = next(c for c in pod.status.conditions if c.type == "edgeai.dev/probe-passed")

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-for _path in (HERE, HERE.parent / "models"):
+for _path in (HERE, HERE.parent / "models", HERE.parent / "e2e"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
 import digits  # noqa: E402
+from clusterkit import STATE  # noqa: E402
 from imagekit_support import REPORT, TIMINGS, Kit, kit  # noqa: E402
 
 from edgemodel_operator.optimize import Variant, load_samples, optimize  # noqa: E402
@@ -39,7 +40,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def imagekit() -> Iterator[Kit]:
-    started_here = kit("status", check=False).returncode != 0
+    # The cluster's kit (started with its real nodes) is the cluster's to stop, not ours.
+    owned_by_cluster = (STATE / "started-imagekit").exists()
+    started_here = kit("status", check=False).returncode != 0 and not owned_by_cluster
     kit("up")
     env = dict(
         line.removeprefix("export ").split("=", 1)
