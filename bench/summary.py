@@ -44,7 +44,7 @@ def _fleet(f: dict[str, Any]) -> list[str]:
     ) + ["", "Operator update outcome(s): "
          + "; ".join(str(r.get("operator_update_outcome", "updated")) for r in f["runs"]) + ".",
          "", f"Operator peak RSS {f['operator_peak_rss_mib']} MiB, CPU {f['operator_cpu_s']} s "
-         "over the suite."]  # fmt: skip
+         "per run (median)."]  # fmt: skip
 
 
 def _rollback(f: dict[str, Any]) -> list[str]:
