@@ -54,8 +54,9 @@ cluster-up: deps tools ## Start the local edge cluster (reuses a running one); F
 	@$(DEVCLUSTER) up $(if $(FLEET),--fleet $(FLEET))
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local edge cluster, Argo CD, the demo's operators, model store and image kit, and delete their state
+cluster-down: ## Stop the local edge cluster, Argo CD, Prometheus, the demo's operators, model store and image kit, and delete their state
 	@$(PYTHON) hack/gitops.py down --quiet || true
+	@$(PYTHON) hack/monitoring.py down --quiet || true
 	@for f in .devcluster/*.pid; do [ -f "$$f" ] && kill "$$(cat "$$f")" 2>/dev/null; rm -f "$$f"; done; true
 	@if [ -d .imagekit ]; then $(PYTHON) hack/imagekit.py down || true; fi
 	@$(DEVCLUSTER) down
@@ -75,6 +76,18 @@ gitops-status: ## Show Argo CD's processes, repositories and Applications
 .PHONY: gitops-down
 gitops-down: ## Stop Argo CD (the cluster keeps running)
 	@$(PYTHON) hack/gitops.py down
+
+.PHONY: monitoring-up
+monitoring-up: cluster-up venv helm ## Start (or reload) Prometheus next to the cluster: model servers and operators by Kubernetes discovery, the chart's alert rules; 127.0.0.1:<port base>+170
+	@$(PY) hack/monitoring.py up
+
+.PHONY: monitoring-status
+monitoring-status: ## Show Prometheus and its scrape targets
+	@$(PYTHON) hack/monitoring.py status
+
+.PHONY: monitoring-down
+monitoring-down: ## Stop Prometheus (the cluster keeps running)
+	@$(PYTHON) hack/monitoring.py down
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy and the import-linter contracts

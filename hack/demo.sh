@@ -2,7 +2,8 @@
 # The main job: on the running local cluster, publish the model-server images, serve the
 # example models, run the operator, apply the samples in examples/ to the namespace
 # edge-demo, call the model on the real node through its Service, roll out a version that
-# crashes and watch it rolled back, and build per-model images without a daemon. Run
+# crashes and watch it rolled back, show its metrics on a real Prometheus, and build
+# per-model images without a daemon. Run
 # through `make demo`, which starts the cluster first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,11 +50,17 @@ if ! running models; then
 fi
 for _ in $(seq 1 20); do curl -fsS "http://$STORE/digits/1.0.0/model.onnx" -o /dev/null && break; sleep 0.25; done
 
+say "Starting Prometheus next to the cluster (make monitoring-up)"
+"$PY" hack/monitoring.py up
+eval "$(python3 hack/monitoring.py env)"  # EDGEMODEL_PROMETHEUS_URL
+python3 hack/monitoring.py register demo-operator 127.0.0.1:16482
+
 say "Installing the EdgeModel CRD and starting the operator"
 kubectl apply --server-side --force-conflicts -f crds/edgemodels.edgeai.dev.yaml >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/edgemodels.edgeai.dev >/dev/null
 start_operator operator 16481 EDGEMODEL_NAMESPACES="$NS" EDGEMODEL_SERVER_IMAGE="$SERVERS" \
-  EDGEMODEL_ACTIVE_PROBE=true
+  EDGEMODEL_ACTIVE_PROBE=true EDGEMODEL_PROMETHEUS_URL="$EDGEMODEL_PROMETHEUS_URL" \
+  EDGEMODEL_METRICS_ADDRESS=127.0.0.1:16482
 
 say "Applying the samples to namespace $NS"
 for ns in "$NS" "$BUILDS"; do
@@ -95,6 +102,20 @@ PY
 say "Calling digits-real through its Service (a tritonclient on this host, the server on real-cpu-0)"
 kubectl wait -n "$NS" --for=jsonpath='{.status.stableRevision}' --timeout=120s em/digits-real >/dev/null 2>&1 || true
 call
+
+say "The model server's metrics, and a dashboard-ready query on Prometheus"
+pod_ip=$(kubectl get pods -n "$NS" -l edgeai.dev/edgemodel=digits-real -o jsonpath='{.items[0].status.podIP}')
+curl -fsS "http://$pod_ip:8080/metrics" | grep -E '^edgemodel_(inference_requests_total|request_duration_seconds_count)' | head -3
+sleep 4  # one scrape
+QUERY='histogram_quantile(0.99, sum by (model, target, accelerator, arch, node_model, le) (rate(edgemodel_request_duration_seconds_bucket[5m])))'
+echo "p99 latency by hardware cohort: $QUERY"
+curl -fsS --get --data-urlencode "query=$QUERY" "$EDGEMODEL_PROMETHEUS_URL/api/v1/query" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    m = r["metric"]
+    cohort = "/".join(m.get(k, "") for k in ("accelerator", "arch", "node_model"))
+    print("  ", m.get("model"), "target", m.get("target"), cohort, "%.2f ms" % (float(r["value"][1]) * 1000))'
+echo "Grafana dashboard: charts/edgemodel-operator/files/dashboard.json; Prometheus: $EDGEMODEL_PROMETHEUS_URL"
 
 say "Rolling out a version whose model crashes the server (examples/rollback/digits-real-broken.yaml)"
 kubectl apply -n "$NS" -f examples/rollback/digits-real-broken.yaml

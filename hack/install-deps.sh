@@ -17,6 +17,9 @@ PACKAGES+=(mmdebstrap arch-test)
 # a bridge network, kube-proxy needs conntrack and ipset, kubelet's checks use the rest;
 # gcc builds the static pause binary of the sandbox image.
 PACKAGES+=(containerd containernetworking-plugins conntrack ipset socat ethtool ebtables gcc libc6-dev)
+# Monitoring (hack/monitoring.py): Debian's Prometheus and promtool. Our scripts run their
+# own Prometheus on 127.0.0.1; the package's service is not used.
+PACKAGES+=(prometheus)
 # Data for the real edge models (tests/models): text rendered with these fonts for OCR,
 # speech from espeak-ng for voice activity detection.
 PACKAGES+=(fonts-dejavu-core fonts-liberation2 fonts-noto-mono espeak-ng)
@@ -36,3 +39,9 @@ fi
 echo "install-deps: installing ${missing[*]}" >&2
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the prometheus service on every address where systemd runs; the project
+# runs its own on 127.0.0.1 only, so a service this script just installed is stopped.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
+    && systemctl is-active --quiet prometheus 2>/dev/null; then
+  $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

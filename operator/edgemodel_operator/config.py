@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +33,9 @@ class Config:
     network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
     operator_namespace: str = ""  # where the operator's pod runs (for the NetworkPolicy)
     operator_pod_labels: Mapping[str, str] = field(default_factory=dict)
+    prometheus_url: str = ""  # the rollout analysis and telemetry ask it; "" none
+    telemetry_window_seconds: int = 60  # status.telemetry: figures over this window
+    telemetry_pods: int = 0  # without Prometheus: pods sampled per EdgeModel (0: none)
     # A woken model waits this long before its pass, gathering a burst of changes.
     debounce_seconds: float = 0.5
 
@@ -109,7 +113,24 @@ def load_config(env: Mapping[str, str]) -> Config:
         network_policy=_flag(env, "EDGEMODEL_NETWORK_POLICY"),
         operator_namespace=env.get("EDGEMODEL_OPERATOR_NAMESPACE", "").strip(),
         operator_pod_labels=_labels(env, "EDGEMODEL_OPERATOR_POD_LABELS"),
+        prometheus_url=_url(env, "EDGEMODEL_PROMETHEUS_URL"),
+        telemetry_window_seconds=_whole(env, "EDGEMODEL_TELEMETRY_WINDOW_SECONDS", 60, 10, 3600),
+        telemetry_pods=_whole(env, "EDGEMODEL_TELEMETRY_PODS", 0, 0, 100),
     )
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip().rstrip("/")
+    if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ConfigError(f"{name} must be a URL like http://prometheus:9090, got {value!r}")
+    return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    return int(raw)
 
 
 def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:

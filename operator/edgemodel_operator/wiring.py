@@ -1,6 +1,7 @@
 """The operator's parts, built once at start-up from the configuration and closed at exit:
 the API gateway, the metrics, the image pipeline (only when builds are on: the optimize
-extra is imported then and not before) and the active probe."""
+extra is imported then and not before), the active probe, and Prometheus's query API (or
+a sampler of pods' /metrics) for the rollout analysis and telemetry."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgemodel_operator.adapters import kube, metrics_http, oip
+from edgemodel_operator.adapters.pod_metrics import PodSampler
+from edgemodel_operator.adapters.prometheus import Prometheus
 from edgemodel_operator.adapters.server_images import ServerImageResolver
 from edgemodel_operator.config import Config
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.network import ProbeSource
 from edgemodel_operator.reconcile.plan import PlanSettings
-from edgemodel_operator.services.reconcile import Images, Prober, Servers
+from edgemodel_operator.services.reconcile import Images, Prober, Queries, Sampler, Servers
 
 
 @dataclass
@@ -25,6 +28,8 @@ class Components:
     images: Images | None
     prober: Prober | None
     servers: Servers | None = None
+    prometheus: Queries | None = None  # the rollout analysis and telemetry's queries
+    sampler: Sampler | None = None  # telemetry from pods' /metrics, without Prometheus
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -42,6 +47,7 @@ def plan_settings(config: Config) -> PlanSettings:
         probe_gate=config.active_probe,
         network_policy=config.network_policy,
         probe_source=source,
+        telemetry_window_seconds=config.telemetry_window_seconds,
     )
 
 
@@ -57,6 +63,14 @@ def build(config: Config) -> Components:
         closers.append(pipeline.close)
     if config.metrics_address:
         metrics_http.serve(config.metrics_address, metrics.render)
+    prometheus: Prometheus | None = None
+    sampler: PodSampler | None = None
+    if config.prometheus_url:
+        prometheus = Prometheus(config.prometheus_url)
+        closers.append(prometheus.close)
+    elif config.telemetry_pods:
+        sampler = PodSampler(config.telemetry_pods)
+        closers.append(sampler.close)
     return Components(
         config=config,
         settings=plan_settings(config),
@@ -65,6 +79,8 @@ def build(config: Config) -> Components:
         images=images,
         prober=oip.probe_many if config.active_probe else None,
         servers=ServerImageResolver(_insecure_hosts(config)),
+        prometheus=prometheus,
+        sampler=sampler,
         _closers=tuple(closers),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,13 @@ metrics:
   port: 9191
   service: {type: ClusterIP, annotations: {a: b}}
   serviceMonitor: {enabled: true, interval: 15s, scrapeTimeout: 5s, labels: {release: prom}}
+prometheusUrl: "http://prometheus-operated.monitoring:9090"
+telemetry: {windowSeconds: 120, samplePods: 0}
+monitoring:
+  podMonitor: {enabled: true, interval: 10s, scrapeTimeout: 5s, labels: {release: prom}}
+  prometheusRule: {enabled: true, labels: {release: prom}, latencyObjectiveSeconds: 0.25,
+                   errorRateObjective: 0.01, for: 3m, degradedFor: 2m}
+  dashboard: {enabled: true, labels: {team: edge}}
 nodeSelector: {kubernetes.io/os: linux}
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 affinity: {nodeAffinity: {}}
@@ -133,6 +141,8 @@ def test_defaults_render_cluster_wide(helm: Helm) -> None:
         "EDGEMODEL_ACTIVE_PROBE": "true",
         "EDGEMODEL_NETWORK_POLICY": "false",
         "EDGEMODEL_HEALTH_ADDRESS": "0.0.0.0:8081",
+        "EDGEMODEL_TELEMETRY_WINDOW_SECONDS": "60",
+        "EDGEMODEL_TELEMETRY_PODS": "5",
         "EDGEMODEL_BUILDER": "registry",
         "EDGEMODEL_REGISTRY_URL": "registry.local:5000/edgeai",
         "EDGEMODEL_REGISTRY_INSECURE": "false",
@@ -153,8 +163,9 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
     rendered = helm.template("--values", str(all_values))
     kinds = sorted(d["kind"] for d in docs(rendered))
     assert kinds == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "Role", "RoleBinding",
-        "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodMonitor",
+        "PrometheusRule", "Role", "Role", "RoleBinding", "RoleBinding", "Service",
+        "ServiceAccount", "ServiceMonitor",
     ]  # fmt: skip
     (deployment,) = by_kind(rendered, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -196,6 +207,23 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
     assert cluster_resources == {"nodes", "customresourcedefinitions", "namespaces"}
     (monitor,) = by_kind(rendered, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    assert env["EDGEMODEL_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
+    assert (env["EDGEMODEL_TELEMETRY_WINDOW_SECONDS"], env["EDGEMODEL_TELEMETRY_PODS"]) == (
+        "120", "0")  # fmt: skip
+    (pods,) = by_kind(rendered, "PodMonitor")
+    assert pods["spec"]["namespaceSelector"] == {"matchNames": ["site-a", "site-b"]}
+    assert pods["spec"]["podMetricsEndpoints"][0]["interval"] == "10s"
+    (rule,) = by_kind(rendered, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert sorted(alerts) == ["EdgeModelDegraded", "EdgeModelErrorRateHigh",
+                              "EdgeModelLatencyHigh", "EdgeModelRolledBack"]  # fmt: skip
+    assert alerts["EdgeModelLatencyHigh"]["expr"].endswith("> 0.25")
+    assert alerts["EdgeModelErrorRateHigh"]["for"] == "3m"
+    assert "{{ $labels.model }}" in alerts["EdgeModelErrorRateHigh"]["annotations"]["summary"]
+    (dashboard,) = by_kind(rendered, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["edgemodel-fleet.json"])["uid"] == "edgemodel-fleet"
     for doc in docs(rendered):
         assert all(k in doc["metadata"]["labels"] for k in COMMON_LABELS), doc["kind"]
 
@@ -210,6 +238,8 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("accelerators.tpu.resource=google.com/tpu", "accelerators"),
         ("noSuchValue=1", "noSuchValue"),
+        ("prometheusUrl=prometheus:9090", "prometheusUrl"),
+        ("monitoring.prometheusRule.errorRateObjective=5", "errorRateObjective"),
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, setting: str, complaint: str) -> None:

@@ -381,21 +381,34 @@ def test_metrics_count_requests_and_latency(client: Client) -> None:
     assert before.status == 200
     assert before.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = before.body.decode()
-    ok = _metric(text, "edgemodel_inference_requests_total", model=MODEL, status="200")
-    bad = _metric(text, "edgemodel_inference_requests_total", model=MODEL, status="400")
-    count = _metric(text, "edgemodel_inference_duration_seconds_count", model=MODEL)
+    served = {"model": MODEL, "version": "1", "accelerator": "cpu",
+              "provider": "CPUExecutionProvider"}  # fmt: skip
+    requests = "edgemodel_inference_requests_total"
+    ok = _metric(text, requests, **served, code="200")
+    bad = _metric(text, requests, **served, code="400")
+    errors = _metric(text, "edgemodel_inference_errors_total", **served, code="400")
+    count = _metric(text, "edgemodel_inference_duration_seconds_count", **served)
+    answered = _metric(text, "edgemodel_request_duration_seconds_count", **served)
+    rows = _metric(text, "edgemodel_inference_batch_size_sum", **served)
 
-    good = _infer_json(np.zeros((1, 64), np.float32))
-    assert client.call("POST", f"/v2/models/{MODEL}/infer", good).status == 200
-    assert client.call("POST", f"/v2/models/{MODEL}/infer", good).status == 200
-    assert client.call("POST", f"/v2/models/{MODEL}/infer", {"inputs": []}).status == 400
+    good = _infer_json(np.zeros((3, 64), np.float32))
+    first = client.call("POST", f"/v2/models/{MODEL}/infer", good, {"X-Request-Id": "abc-1"})
+    assert (first.status, first.headers["X-Request-Id"]) == (200, "abc-1")
+    second = client.call("POST", f"/v2/models/{MODEL}/infer", good)
+    assert second.status == 200 and len(second.headers["X-Request-Id"]) == 32  # made up
+    refused = client.call("POST", f"/v2/models/{MODEL}/infer", {"inputs": []})
+    assert refused.status == 400 and refused.headers["X-Request-Id"]
 
     text = client.call("GET", "/metrics").body.decode()
-    assert _metric(text, "edgemodel_inference_requests_total", model=MODEL, status="200") == ok + 2
-    assert _metric(text, "edgemodel_inference_requests_total", model=MODEL, status="400") == bad + 1
-    assert _metric(text, "edgemodel_inference_duration_seconds_count", model=MODEL) == count + 2
+    assert _metric(text, requests, **served, code="200") == ok + 2
+    assert _metric(text, requests, **served, code="400") == bad + 1
+    assert _metric(text, "edgemodel_inference_errors_total", **served, code="400") == errors + 1
+    assert _metric(text, "edgemodel_inference_duration_seconds_count", **served) == count + 2
+    assert _metric(text, "edgemodel_request_duration_seconds_count", **served) == answered + 3
+    assert _metric(text, "edgemodel_inference_batch_size_sum", **served) == rows + 6
     bucket = "edgemodel_inference_duration_seconds_bucket"
-    assert _metric(text, bucket, model=MODEL, le="+Inf") == count + 2
+    assert _metric(text, bucket, **served, le="+Inf") == count + 2
+    assert _metric(text, "edgemodel_requests_in_flight", **served) == 0
     assert _metric(text, "edgemodel_model_load_seconds", model=MODEL) > 0
     assert _metric(text, "edgemodel_model_ready", model=MODEL) == 1
     assert (
@@ -410,6 +423,22 @@ def test_metrics_count_requests_and_latency(client: Client) -> None:
         == 1
     )
     assert "# TYPE edgemodel_inference_duration_seconds histogram" in text
+
+
+def test_failed_inferences_are_logged_as_json_with_their_request_id(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgemodel_server.logs import JsonFormatter
+
+    with caplog.at_level("DEBUG", logger="edgemodel_server"):
+        answer = client.call("POST", f"/v2/models/{MODEL}/infer", {"inputs": []},
+                             {"X-Request-Id": "req-42"})  # fmt: skip
+    assert answer.status == 400
+    (record,) = [r for r in caplog.records if getattr(r, "request_id", None) == "req-42"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["level"] == "warning" and line["code"] == 400 and line["model"] == MODEL
+    assert line["message"] == "Answered inference req-42 with 400"
+    assert line["request_id"] == "req-42" and line["time"].endswith("+00:00")
 
 
 # --- provider selection (pure) ------------------------------------------------------------

@@ -159,10 +159,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _start_workers(digits_model: DigitsModel) -> tuple[subprocess.Popen[str], int]:
+def _start_workers(digits_model: DigitsModel, **extra: str) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "PYTHONPATH": str(SERVER_SRC), "EDGEMODEL_MODEL_NAME": MODEL,
            "EDGEMODEL_MODEL_PATH": str(digits_model.model), "EDGEMODEL_PORT": "0",
-           "EDGEMODEL_WORKERS": "2"}  # fmt: skip
+           "EDGEMODEL_WORKERS": "2", **extra}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stderr is not None
@@ -181,23 +181,40 @@ def _start_workers(digits_model: DigitsModel) -> tuple[subprocess.Popen[str], in
     return proc, port
 
 
+def _get(port: int, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text
+
+
 def test_workers_share_the_port_and_stop_together(digits_model: DigitsModel) -> None:
-    proc, port = _start_workers(digits_model)
+    proc, port = _start_workers(digits_model, EDGEMODEL_LOG_LEVEL="DEBUG")
     try:
         workers = _children(proc.pid)
         assert len(workers) == 2
-        seen: set[str] = set()
-        deadline = time.monotonic() + 15
-        while seen != {"0", "1"} and time.monotonic() < deadline:
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                                       "data": [0.0] * 64}]})  # fmt: skip
+        sent = 40
+        for _ in range(sent):  # a fresh connection each: the kernel picks a worker for each
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
+            conn.request("POST", f"/v2/models/{MODEL}/infer", body)
+            assert conn.getresponse().status == 200
             conn.close()
-            seen |= set(re.findall(r'edgemodel_model_ready\{worker="(\d)"', text))
-        assert seen == {"0", "1"}, "the kernel spread connections over both workers"
+        # Whichever worker answers a scrape sums both workers' figures.
+        total = 'edgemodel_inference_requests_total{.*code="200".*} (\\S+)'
+        for _ in range(6):
+            counted = [float(v) for v in re.findall(total, _get(port, "/metrics"))]
+            assert sum(counted) == sent, counted
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-        assert proc.stderr is not None and "Stopped" in proc.stderr.read()
+        assert proc.stderr is not None
+        lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.strip()]
+        answered = [e["process"] for e in lines if e["message"].startswith("Answered inference")]
+        assert len(answered) == sent
+        assert set(answered) == set(workers), "the kernel spread connections over both workers"
+        assert lines[-1]["message"] == "Stopped"
         assert not [w for w in workers if Path(f"/proc/{w}").exists()]
     finally:
         if proc.poll() is None:

@@ -1,8 +1,10 @@
 """Bad versions of the digits model, for the gates that must catch them: models with the
 digits model's signature (float "input" [N, 64] -> "probabilities" [N, 10]) that load,
-pass readiness, and then fail every inference or answer with the wrong shape.
+pass readiness, and then fail every inference or answer with the wrong shape; and two that
+pass the active probe (one inference of zeros) and only show under real traffic: one
+slow, one failing on real images.
 
-Usage: python broken.py failing|misshaped|unloadable OUT_FILE
+Usage: python broken.py failing|misshaped|unloadable|slow|picky OUT_FILE
 """
 
 from __future__ import annotations
@@ -71,7 +73,63 @@ def unloadable_model(path: Path) -> Path:
     return path
 
 
-MAKERS = {"failing": failing_model, "misshaped": misshaped_model, "unloadable": unloadable_model}
+def _scores(extra: list[onnx.NodeProto], initializers: list[onnx.TensorProto],
+            noise: str) -> onnx.ModelProto:  # fmt: skip
+    """probabilities = softmax(input @ W + noise * 1e-30): `noise` is a [N, 1] or scalar
+    tensor the extra nodes compute from the input (so nothing folds it away) and that
+    changes no answer."""
+    weights = np.random.default_rng(1).normal(size=(64, 10)).astype(np.float32)
+    nodes = [
+        *extra,
+        helper.make_node("MatMul", ["input", "weights"], ["scores"]),
+        helper.make_node("Mul", [noise, "tiny"], ["nudge"]),
+        helper.make_node("Add", ["scores", "nudge"], ["nudged"]),
+        helper.make_node("Softmax", ["nudged"], ["probabilities"], axis=1),
+    ]
+    initializers = [
+        *initializers,
+        numpy_helper.from_array(weights, "weights"),
+        numpy_helper.from_array(np.array(1e-30, dtype=np.float32), "tiny"),
+    ]
+    return _model(nodes, initializers)
+
+
+def slow_model(path: Path, rounds: int = 60, size: int = 384) -> Path:
+    """Answers right, slowly: every inference multiplies `rounds` dense size x size
+    matrices that depend on its input (about 0.15 s on one core of a recent x86 CPU)."""
+    mix = np.full((size, size), 1.0 / size, dtype=np.float32)
+    nodes = [
+        helper.make_node("ReduceSum", ["input"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["mix", "total"], ["m0"]),
+    ]
+    for i in range(rounds):
+        nodes.append(helper.make_node("MatMul", [f"m{i}", "mix"], [f"m{i + 1}"]))
+    nodes.append(helper.make_node("ReduceSum", [f"m{rounds}"], ["busy"], keepdims=0))
+    model = _scores(nodes, [numpy_helper.from_array(mix, "mix")], "busy")
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def picky_model(path: Path) -> Path:
+    """Answers a request of zeros (the active probe's) and fails any image with a bright
+    pixel: it looks up the brightest pixel's value in a one-entry table (onnxruntime
+    fails the inference: index out of bounds)."""
+    nodes = [
+        helper.make_node("ReduceMax", ["input"], ["brightest"], axes=[1], keepdims=0),
+        helper.make_node("Cast", ["brightest"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "index"], ["looked_up"], axis=0),
+        helper.make_node("Unsqueeze", ["looked_up", "column"], ["noise"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "table"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "column"),
+    ]
+    path.write_bytes(_scores(nodes, initializers, "noise").SerializeToString())
+    return path
+
+
+MAKERS = {"failing": failing_model, "misshaped": misshaped_model, "unloadable": unloadable_model,
+          "slow": slow_model, "picky": picky_model}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ import sys
 import threading
 from types import FrameType
 
+from edgemodel_server import logs
 from edgemodel_server.app import ModelServer, create_server, drain
 from edgemodel_server.config import ConfigError, load_config
 from edgemodel_server.termination import terminate
@@ -18,11 +19,8 @@ log = logging.getLogger("edgemodel_server")
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    fmt = "text" if os.environ.get("EDGEMODEL_LOG_FORMAT", "").strip().lower() == "text" else "json"
+    logs.configure(os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"), fmt)
     try:
         config = load_config(os.environ)
     except ConfigError as err:

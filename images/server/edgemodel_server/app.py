@@ -16,7 +16,9 @@ import selectors
 import socket
 import threading
 import time
+import uuid
 import zlib
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -32,6 +34,8 @@ RECV_BYTES = 256 * 1024
 LISTEN_BACKLOG = 128
 EXTENSIONS = ["binary_tensor_data"]
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # zlib framing per encoding
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _MODEL_PATH = re.compile(
     r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/ready|/infer)?$"
 )
@@ -284,6 +288,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"{SERVER_NAME}/{__version__}"
     disable_nagle_algorithm = True  # TCP_NODELAY on the accepted socket
     timeout = 300  # seconds a kept-alive connection may idle (or a body may stall)
+    request_id: str | None = None  # set while an inference is answered
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -312,9 +317,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, payload: object) -> None:
         self._send(status, json.dumps(payload, separators=(",", ":")).encode())
-
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, protocol.error_body(message))
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -389,8 +391,7 @@ class Handler(BaseHTTPRequestHandler):
                     200, {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
                 )
             if path == "/metrics":
-                text = self.server.metrics.render().encode()
-                return self._send(200, text, content_type=metrics.CONTENT_TYPE)
+                return self._send(200, self.server.metrics.render(), metrics.CONTENT_TYPE)
         match = _MODEL_PATH.match(path)
         if match is None:
             return self._error(404, f"no such endpoint: {method} {path}")
@@ -435,21 +436,29 @@ class Handler(BaseHTTPRequestHandler):
     def _infer(self, name: str, version: str | None) -> None:
         model = self.server.model
         started = time.perf_counter()
+        request_id = self.request_id = _request_id(self.headers.get(REQUEST_ID_HEADER))
+        label = name if name == model.name else "_unknown"  # bounded label values
         status = 200
-        reached_model = False
+        inference: float | None = None
+        batch: int | None = None
         try:
-            self._check_model(name, version)
-            loaded = self._loaded()
-            header, binary = protocol.split_body(
-                self.body, self.headers.get(protocol.HEADER_LENGTH)
-            )
-            names = [spec.name for spec in loaded.outputs]
-            request = protocol.decode_infer_request(header, binary, loaded.inputs, names)
-            reached_model = True
-            results = model.run(loaded, request.inputs, request.outputs)
-            payload, json_size = protocol.encode_infer_response(
-                model.name, model.version, request, results
-            )
+            with self.server.metrics.in_flight(label):
+                self._check_model(name, version)
+                loaded = self._loaded()
+                header, binary = protocol.split_body(
+                    self.body, self.headers.get(protocol.HEADER_LENGTH)
+                )
+                names = [spec.name for spec in loaded.outputs]
+                request = protocol.decode_infer_request(header, binary, loaded.inputs, names)
+                batch = _batch_size(request.inputs)
+                ran = time.perf_counter()
+                try:
+                    results = model.run(loaded, request.inputs, request.outputs)
+                finally:
+                    inference = time.perf_counter() - ran
+                payload, json_size = protocol.encode_infer_response(
+                    model.name, model.version, request, results
+                )
         except protocol.ProtocolError as err:
             status = err.status
             raise
@@ -457,18 +466,45 @@ class Handler(BaseHTTPRequestHandler):
             status = 500
             raise
         finally:
-            seconds = time.perf_counter() - started if reached_model else None
-            label = name if name == model.name else "_unknown"  # bounded label values
-            self.server.metrics.observe_request(label, status, seconds)
+            seconds = time.perf_counter() - started
+            self.server.metrics.observe_request(label, status, seconds, inference, batch)
+            self._log_answer(request_id, label, status, seconds, batch)
+        headers = {REQUEST_ID_HEADER: request_id}
         if json_size is None:
-            self._send(200, payload)
+            self._send(200, payload, headers=headers)
         else:
-            self._send(
-                200,
-                payload,
-                content_type="application/octet-stream",
-                headers={protocol.HEADER_LENGTH: str(json_size)},
-            )
+            headers[protocol.HEADER_LENGTH] = str(json_size)
+            self._send(200, payload, content_type="application/octet-stream", headers=headers)
+
+    def _log_answer(
+        self, request_id: str, model: str, status: int, seconds: float, batch: int | None
+    ) -> None:
+        """Every inference at DEBUG; failures at WARNING (400s) or ERROR, with the request id
+        (the failure's own message goes with the answer)."""
+        level = logging.DEBUG if status < 400 else logging.WARNING
+        level = logging.ERROR if status >= 500 else level
+        if log.isEnabledFor(level):
+            fields = {"request_id": request_id, "model": model, "code": status,
+                      "seconds": round(seconds, 6), "batch": batch}  # fmt: skip
+            log.log(level, "Answered inference %s with %d", request_id, status, extra=fields)
+
+    def _error(self, status: int, message: str) -> None:
+        # A failed inference's id, to find its log line.
+        headers = {REQUEST_ID_HEADER: self.request_id} if self.request_id else {}
+        self._send(status, protocol.error_body(message), headers=headers)
+
+
+def _request_id(given: str | None) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new one."""
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _batch_size(inputs: Mapping[str, Any]) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if getattr(array, "ndim", 0) else 1
+    return 0
 
 
 class _Headers(dict[str, str]):
@@ -535,7 +571,11 @@ def create_server(config: ServerConfig, registry: metrics.Metrics | None = None)
     """Bind the server (port 0 picks a free one) and load the model: in a thread, so that
     readiness says "loading" meanwhile; or first, for one of several workers sharing the
     port (config.reuse_port), which must not take connections before it can answer them."""
-    registry = registry if registry is not None else metrics.Metrics(config.worker)
+    if registry is None:
+        served = {"version": config.model_version, "accelerator": config.accelerator,
+                  "precision": config.precision, "target": config.target,
+                  "revision": config.revision}  # fmt: skip
+        registry = metrics.Metrics(served)
     model = ServedModel(config, registry)
     if config.reuse_port:
         model.load()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 ACCELERATORS = ("cpu", "gpu", "npu")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "original")  # original: served as published
+LOG_FORMATS = ("json", "text")
 
 
 def usable_cpus() -> int:
@@ -39,6 +40,9 @@ class ServerConfig:
     intra_op_threads: int = 0  # onnxruntime threads per session; 0: onnxruntime's default
     reuse_port: bool = False  # SO_REUSEPORT on the listening socket (set in workers)
     worker: str | None = None  # this worker's index when several share the port
+    target: str = ""  # the EdgeModel target and revision the pod serves (metric labels)
+    revision: str = ""
+    log_format: str = "json"  # json (one object per line) | text
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -91,6 +95,9 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
     workers = _count(env, "EDGEMODEL_WORKERS", "auto",
                      auto=lambda: usable_cpus() if accelerator == "cpu" else 1)  # fmt: skip
     threads = _count(env, "EDGEMODEL_INTRA_OP_THREADS", "0", auto=lambda: 0, low=0)
+    log_format = env.get("EDGEMODEL_LOG_FORMAT", "json").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"EDGEMODEL_LOG_FORMAT must be json or text, got {log_format!r}")
     return ServerConfig(
         precision=precision,
         model_name=name,
@@ -105,7 +112,18 @@ def load_config(env: Mapping[str, str]) -> ServerConfig:
         intra_op_threads=threads,
         reuse_port="EDGEMODEL_WORKER_INDEX" in env,
         worker=env.get("EDGEMODEL_WORKER_INDEX"),
+        target=_label(env, "EDGEMODEL_TARGET"),
+        revision=_label(env, "EDGEMODEL_REVISION"),
+        log_format=log_format,
     )
+
+
+def _label(env: Mapping[str, str], name: str) -> str:
+    """A metric label value taken from the pod: short, printable, one line."""
+    value = env.get(name, "").strip()
+    if len(value) > 63 or not value.isprintable():
+        raise ConfigError(f"{name} must be at most 63 printable characters, got {value!r}")
+    return value
 
 
 def _count(

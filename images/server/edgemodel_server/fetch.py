@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgemodel_server import logs
 from edgemodel_server.termination import terminate
 
 log = logging.getLogger("edgemodel_server.fetch")
@@ -121,7 +122,8 @@ def fetch(request: Request, sleep: Callable[[float], None] = time.sleep) -> None
 
 
 def main() -> int:
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = "text" if os.environ.get("EDGEMODEL_LOG_FORMAT", "").strip().lower() == "text" else "json"
+    logs.configure("INFO", fmt)
     try:
         request = request_from(os.environ)
     except ValueError as err:

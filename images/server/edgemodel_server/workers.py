@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
 from edgemodel_server.config import ServerConfig
+from edgemodel_server.metrics import MULTIPROC_ENV, worker_exited
 
 log = logging.getLogger("edgemodel_server")
 WORKER_ENV = "EDGEMODEL_WORKER_INDEX"  # set in the workers' environment
@@ -64,6 +67,8 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
     """Run `config.workers` worker processes until a signal or a worker's exit."""
     port = config.port or _free_port(config.host)
     threads = config.intra_op_threads or max(1, usable_cpus() // config.workers)
+    # The workers' metrics, summed by whichever worker answers a scrape.
+    figures = tempfile.mkdtemp(prefix="edgemodel-metrics-")
     children: list[subprocess.Popen[bytes]] = []
     asked: list[int] = []  # signals received: a stop that was asked for
     failed: list[int] = []  # a worker's own exit: a stop that was not
@@ -82,7 +87,8 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     for index in range(config.workers):
         env = {**environ, WORKER_ENV: str(index), "EDGEMODEL_WORKERS": "1",
-               "EDGEMODEL_PORT": str(port), "EDGEMODEL_INTRA_OP_THREADS": str(threads)}  # fmt: skip
+               "EDGEMODEL_PORT": str(port), "EDGEMODEL_INTRA_OP_THREADS": str(threads),
+               MULTIPROC_ENV: figures}  # fmt: skip
         children.append(subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env))
     _wait_listening(config.host, port, children)
     log.info(
@@ -91,13 +97,19 @@ def supervise(config: ServerConfig, environ: Mapping[str, str]) -> int:
         config.model_name, config.model_path, config.accelerator, config.host, port,
         config.workers, threads,
     )  # fmt: skip
+    gone: set[int] = set()
     while any(child.poll() is None for child in children):
         exited = [c.returncode for c in children if c.returncode is not None]
+        for child in children:
+            if child.returncode is not None and child.pid not in gone:
+                gone.add(child.pid)
+                worker_exited(child.pid, figures)
         if exited and not asked and not failed:  # one worker ended on its own: end them all
             failed.append(exited[0])
             log.error("A worker exited with status %s; stopping the others", exited[0])
             forward(signal.SIGTERM)
         time.sleep(0.1)
+    shutil.rmtree(figures, ignore_errors=True)
     codes = [c.returncode for c in children]
     if failed:
         status = failed[0] if failed[0] > 0 else 1  # killed by a signal counts as a failure

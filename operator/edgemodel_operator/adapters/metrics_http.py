@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
 
-def serve(address: str, render: Callable[[], str]) -> ThreadingHTTPServer:
+def serve(address: str, render: Callable[[], bytes]) -> ThreadingHTTPServer:
+    """`render`: the exposition (prometheus_client's generate_latest)."""
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
@@ -15,7 +16,7 @@ def serve(address: str, render: Callable[[], str]) -> ThreadingHTTPServer:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
-            body = render().encode()
+            body = render()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

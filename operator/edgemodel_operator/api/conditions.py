@@ -34,6 +34,7 @@ IMAGES_BUILT = "ImagesBuilt"
 GATE_PASSED = "GatePassed"
 NO_SAMPLES = "NoSamples"
 NOT_MEASURED = "NotMeasured"
+ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"  # Prometheus gave no answer: the rollout holds
 
 
 def timestamp(now: datetime) -> str:

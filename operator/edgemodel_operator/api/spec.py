@@ -86,6 +86,31 @@ class Wave:
     count: int | None = None
 
 
+ANALYSIS_TYPES = ("ErrorRate", "LatencyP99", "Query")
+# Placeholders a query may use; the operator fills them in for each target it checks.
+QUERY_PLACEHOLDERS = ("$namespace", "$edgemodel", "$target", "$revision", "$window")
+
+
+@dataclass(frozen=True)
+class AnalysisMetric:
+    """One check of rollout.analysis: ErrorRate (share of inference requests answered
+    with an error, 0..1), LatencyP99 (seconds) or Query (any PromQL returning numbers)."""
+
+    name: str
+    type: str
+    max: float | None = None
+    min: float | None = None
+    query: str | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """spec.rollout.analysis: Prometheus checks of each wave's stabilization window."""
+
+    metrics: tuple[AnalysisMetric, ...]
+    window_seconds: int = 60  # the range the built-in queries rate over; the window's minimum
+
+
 @dataclass(frozen=True)
 class Rollout:
     progress_deadline_seconds: int = 120
@@ -93,6 +118,7 @@ class Rollout:
     auto_rollback: bool = True
     waves: tuple[Wave, ...] = ()  # perNode targets move node by node, wave by wave
     canary_selector: Mapping[str, str] = field(default_factory=dict)  # first-wave nodes
+    analysis: Analysis | None = None  # metric gates evaluated through Prometheus
     success_threshold: int = 100  # percent of a wave's available nodes that must succeed
 
     @property
@@ -283,6 +309,7 @@ def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
                 rollout_raw.get("canarySelector"), "spec.rollout.canarySelector"
             ).items()
         },
+        analysis=_analysis(rollout_raw["analysis"]) if "analysis" in rollout_raw else None,
     )
     return EdgeModelSpec(model=model, targets=targets, serving=serving, rollout=rollout)
 
@@ -301,3 +328,46 @@ def _waves(raw: Any) -> tuple[Wave, ...]:
         else:
             waves.append(Wave(count=_int(w, "count", where, 1, 1, 100000)))
     return tuple(waves)
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSpec(f"{where}.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _analysis(raw: Any) -> Analysis:
+    where = "spec.rollout.analysis"
+    a = _map(raw, where)
+    window = _int(a, "windowSeconds", where, 60, 10, 3600)
+    entries = a.get("metrics")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
+        raise InvalidSpec(f"{where}.metrics must list 1 to 10 metrics")
+    metrics = []
+    for i, entry in enumerate(entries):
+        at = f"{where}.metrics[{i}]"
+        m = _map(entry, at)
+        name = _str(m, "name", at, required=True) or ""
+        if not _NAME.match(name) or len(name) > 40:
+            raise InvalidSpec(f"{at}.name {name!r} must be a DNS label of at most 40 characters")
+        kind = m.get("type")
+        if kind not in ANALYSIS_TYPES:
+            raise InvalidSpec(f"{at}.type must be ErrorRate, LatencyP99 or Query, got {kind!r}")
+        low, high = _number(m, "min", at), _number(m, "max", at)
+        query = _str(m, "query", at)
+        if (kind == "Query") != (query is not None):
+            raise InvalidSpec(f"{at}.query must be set for type Query, and only for it")
+        if low is None and high is None:
+            raise InvalidSpec(f"{at} must set max, min or both")
+        if low is not None and high is not None and low > high:
+            raise InvalidSpec(f"{at}: min {low:g} is above max {high:g}")
+        if kind == "ErrorRate" and any(v is not None and not 0 <= v <= 1 for v in (low, high)):
+            raise InvalidSpec(f"{at}: an ErrorRate threshold is a share from 0 to 1")
+        metrics.append(AnalysisMetric(name, kind, high, low, query))
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise InvalidSpec(f"{where}.metrics: names must be unique")
+    return Analysis(metrics=tuple(metrics), window_seconds=window)

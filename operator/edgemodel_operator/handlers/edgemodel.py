@@ -101,10 +101,12 @@ def reconcile_once(body: dict[str, Any], parts: wiring.Components, indices: Any)
     """One pass: plan, then apply and delete what it says."""
     meta = body["metadata"]
     started = time.perf_counter()
-    done = reconcile(body, observe((meta["namespace"], meta["name"]), indices), parts.writer,
-                     parts.settings, datetime.now(UTC), parts.images, parts.prober,
-                     parts.servers)  # fmt: skip
+    observed = observe((meta["namespace"], meta["name"]), indices)
+    done = reconcile(body, observed, parts.writer, parts.settings, datetime.now(UTC),
+                     parts.images, parts.prober, parts.servers, parts.prometheus,
+                     parts.sampler)  # fmt: skip
     parts.metrics.observe_reconcile(time.perf_counter() - started)
+    parts.metrics.observe_status(body, done.status, observed.pods)
     return done
 
 
@@ -157,6 +159,7 @@ async def worker(
             await asyncio.sleep(w.pause(parts.config.debounce_seconds, took))
     finally:
         wakeups.leave(key)
+        parts.metrics.forget(*key)  # deleted (or the operator stops): its gauges go
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:

@@ -19,6 +19,7 @@ from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import TARGET_LABEL
 from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
+from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
 from edgemodel_operator.reconcile.images import (
     ImageJob,
@@ -90,6 +91,7 @@ class PlanSettings:
     probe_gate: bool = False  # pods wait for the active probe before taking traffic
     network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
     probe_source: ProbeSource | None = None  # where the probe comes from (in-cluster)
+    telemetry_window_seconds: int = 60  # status.telemetry's figures cover this window
 
 
 class ServerImage(Protocol):
@@ -123,9 +125,12 @@ class Pass:
 
 def _policy(spec: EdgeModelSpec) -> Policy:
     probe = spec.serving.probe
+    window = probe.period_seconds * probe.failure_threshold
+    if spec.rollout.analysis is not None:  # the analysis needs its whole window of traffic
+        window = max(window, spec.rollout.analysis.window_seconds)
     return Policy(
         progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
-        stabilization_seconds=probe.period_seconds * probe.failure_threshold,
+        stabilization_seconds=window,
         auto_rollback=spec.rollout.auto_rollback,
         failure_threshold=probe.failure_threshold,
         success_threshold=spec.rollout.success_threshold,
@@ -209,6 +214,7 @@ def _server_archs(servers: Mapping[str, ServerImage] | None) -> dict[str, list[s
 def _health(
     model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
     observed: Observed, state: RolloutState, failure_threshold: int,
+    analysis: Mapping[str, Sequence[Verdict]] | None = None,
 ) -> list[TargetHealth]:  # fmt: skip
     """How the pods of revision `rev` are doing, target by target (in waves: how the pods
     due in the current wave are). A per-node target counts its available nodes only."""
@@ -246,6 +252,8 @@ def _health(
             held = frozenset(_held(state, p.target.name) if state.revision == rev else ())
             health_now = replace(health_now, expected=due, allowed_failures=allowed,
                                  held=held & frozenset(p.nodes))  # fmt: skip
+        if spec.rollout.analysis is not None:
+            health_now = with_analysis(health_now, (analysis or {}).get(p.target.name))
         health.append(health_now)
     return health
 
@@ -350,10 +358,14 @@ def plan(
     now: datetime,
     images: Mapping[str, ImageState] | None = None,
     servers: Mapping[str, ServerImage] | None = None,
+    analysis: Mapping[str, Sequence[Verdict]] | None = None,
+    telemetry: Mapping[str, Any] | None = None,
 ) -> Pass:
     """The pass for this EdgeModel. `images`: the state of each image the spec needs
     (from image_jobs), or None when the operator builds no images. `servers`: the server
-    image of each accelerator by digest, where it could be resolved."""
+    image of each accelerator by digest, where it could be resolved. `analysis`: the
+    rollout analysis's verdicts by target, when it ran in this pass. `telemetry`: fresh
+    status.telemetry, or None to keep the last figures."""
     meta = body["metadata"]
     name, generation = meta["name"], int(meta.get("generation", 1))
     previous: Mapping[str, Any] = body.get("status") or {}
@@ -381,7 +393,8 @@ def plan(
     candidate = _place(spec, nodes, settings, archs, server_archs)
     state = state_from_status(previous)
     policy = _policy(spec)
-    health = _health(name, rev, spec, candidate, observed, state, policy.failure_threshold)
+    health = _health(name, rev, spec, candidate, observed, state, policy.failure_threshold,
+                     analysis)  # fmt: skip
     decision = decide(rev, raw_spec, state, health, policy, now)
 
     run_spec, run_rev, run_pinned, run_archs = spec, rev, pinned, archs
@@ -465,6 +478,12 @@ def plan(
         status["heldBack"] = holdback
     if decision.action is Action.STEADY:
         result.events += catch_up_events(previous, status, run_rev)
+    if spec.rollout.analysis is not None and analysis:
+        status["analysis"] = analysis_status(rev, analysis, now)
+    elif spec.rollout.analysis is not None and previous.get("analysis"):
+        status["analysis"] = previous["analysis"]  # the last checks, until the next ones
+    if telemetry is not None or previous.get("telemetry"):
+        status["telemetry"] = dict(telemetry or previous["telemetry"])
     if images is not None:
         built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
         status["conditions"] = c.set_condition(

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from edgemodel_operator.api.conditions import timestamp
+from edgemodel_operator.api.conditions import ANALYSIS_INCONCLUSIVE, timestamp
 from edgemodel_operator.api.names import REVISION_ANNOTATION
 from edgemodel_operator.reconcile.probes import probe_failure
 
@@ -103,6 +103,10 @@ class TargetHealth:
     blocked: str = ""  # why it cannot progress now: every node it runs on is unavailable
     allowed_failures: int = 0  # nodes due now that may fail (the success threshold)
     held: frozenset[str] = frozenset()  # its nodes held back: done, on the stable revision
+    # Rollout analysis of the candidate's pods (reconcile/analysis.py): checks whose value
+    # is outside its thresholds, and checks without an answer (they hold promotion).
+    analysis_failed: tuple[str, ...] = ()
+    analysis_pending: tuple[str, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -232,6 +236,9 @@ def gate_failure(
         found = [f"{h.name}: {e}" for h in health for e in getattr(h, field_)]
         if found:
             return reason, f"{len(found)} pod(s) {what}", tuple(found[:MAX_EVIDENCE])
+    analysed = [f"{h.name}: {a}" for h in health for a in h.analysis_failed]
+    if analysed:  # per target, not per node: no node is held back for it
+        return "AnalysisFailed", f"analysis failed: {analysed[0]}", tuple(analysed)
     if _deadline_passed(policy, state, now) and not all(h.healthy for h in health):
         stuck = [f"{h.name}: {p}" for h in health for p in h.not_ready][:MAX_EVIDENCE]
         short = [f"{h.name} {h.ready}/{h.desired} Ready" for h in health if not h.healthy]
@@ -260,7 +267,8 @@ def decide(
             return Plan(Action.HOLD_STABLE, state.stable_revision or revision, state,
                         failed.reason, failed.message)  # fmt: skip
         # Held in place: should it become healthy after all (a GPU freed up), it recovers.
-        if health and all(h.healthy and h.final for h in health):
+        unsure = any(h.analysis_failed or h.analysis_pending for h in health)
+        if health and all(h.healthy and h.final for h in health) and not unsure:
             ready_since = state.ready_since or stamp
             if _since(now, ready_since) >= policy.stabilization_seconds:
                 cleared = tuple(f for f in state.failed if f.revision != revision)
@@ -310,6 +318,10 @@ def decide(
         return Plan(Action.ROLL_FORWARD, revision, replace(state, ready_since=None))
     ready_since = state.ready_since or stamp
     state = replace(state, ready_since=ready_since)
+    pending = [f"{h.name}: {p}" for h in health for p in h.analysis_pending]
+    if _since(now, ready_since) >= policy.stabilization_seconds and pending:
+        return Plan(Action.ROLL_FORWARD, revision, state, ANALYSIS_INCONCLUSIVE,
+                    "Holding: the analysis has no answer; " + "; ".join(pending))  # fmt: skip
     if _since(now, ready_since) >= policy.stabilization_seconds and not all(
         h.final for h in health
     ):

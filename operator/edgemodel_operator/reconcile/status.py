@@ -339,6 +339,8 @@ def annotate_rollout(
         if plan.action is Action.PROMOTE:
             events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
                                     "gates and is now the stable revision"))  # fmt: skip
+        elif plan.reason == c.ANALYSIS_INCONCLUSIVE:
+            put(c.PROGRESSING, True, c.ANALYSIS_INCONCLUSIVE, f"Rollout of {rev}: {plan.message}")
         elif plan.reason == "NodesUnavailable":
             put(c.PROGRESSING, True, c.NODES_UNAVAILABLE, f"Rollout of {rev} paused: "
                 f"{plan.message}")  # fmt: skip

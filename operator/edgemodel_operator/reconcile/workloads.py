@@ -32,6 +32,7 @@ RUN_AS = 65532  # the model server images' non-root user
 ORIGINAL = "original"  # the precision of a model served as published (fetched, not optimized)
 MODELS_DIR = "/models"  # where the server image looks for /models/model.onnx
 MODELS_SIZE_LIMIT = "4Gi"  # the emptyDir a fetched model lives in
+PRE_STOP_SECONDS = 3
 SERVER_PYTHON = "/opt/venv/bin/python"  # the server image's interpreter (images/Dockerfile)
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 RESTRICTED = {
@@ -95,8 +96,9 @@ def _percent_of(value: int | str, total: int) -> int:
 
 
 def _container(
-    spec: EdgeModelSpec, placement: Placement, image: str, model: str, precision: str
-) -> dict[str, Any]:
+    spec: EdgeModelSpec, placement: Placement, image: str, model: str, precision: str,
+    revision: str,
+) -> dict[str, Any]:  # fmt: skip
     probe = spec.serving.probe
     port = spec.serving.port
 
@@ -117,6 +119,9 @@ def _container(
         "EDGEMODEL_ACCELERATOR": placement.accelerator,
         "EDGEMODEL_PRECISION": precision,
         "EDGEMODEL_PORT": str(port),
+        # Labels of the server's metrics: which target and revision the figures belong to.
+        "EDGEMODEL_TARGET": placement.target.name,
+        "EDGEMODEL_REVISION": revision,
     }
     if placement.target.fallback == "cpu" and placement.accelerator != "cpu":
         # The target accepts CPUs: its server may answer on CPU when its provider is missing.
@@ -135,6 +140,9 @@ def _container(
         "livenessProbe": http("/v2/health/live", probe.failure_threshold),
         "securityContext": copy.deepcopy(RESTRICTED),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # A pod being replaced keeps answering until its endpoint has left every node's
+        # Service rules (kube-proxy syncs within about a second); then SIGTERM drains it.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
     if resources:
         container["resources"] = resources
@@ -240,12 +248,12 @@ def _node_affinity(placement: Placement, nodes: Nodes) -> dict[str, Any] | None:
 
 def _pod_spec(
     spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str,
-    nodes: Nodes,
+    revision: str, nodes: Nodes,
 ) -> dict[str, Any]:  # fmt: skip
     image, carries_model = image_for(placement, settings)
     # A fetched model is served as published: the requested precision needs an image build.
     precision = placement.precision if carries_model else ORIGINAL
-    container = _container(spec, placement, image, model, precision)
+    container = _container(spec, placement, image, model, precision, revision)
     container["imagePullPolicy"] = settings.image_pull_policy
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     pod_spec: dict[str, Any] = {
@@ -309,7 +317,7 @@ def build_workload(
         labels[HELD_LABEL] = selector[HELD_LABEL] = "true"
     template = {
         "metadata": {"labels": dict(labels), "annotations": {REVISION_ANNOTATION: revision}},
-        "spec": _pod_spec(spec, placement, settings, owner.name, nodes),
+        "spec": _pod_spec(spec, placement, settings, owner.name, revision, nodes),
     }
     workload_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
