@@ -33,6 +33,7 @@ def with_image(em: dict[str, Any], image: str) -> dict[str, Any]:
 
 def promoted(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
     """The EdgeModel once the revision its current spec asks for is the stable one."""
+
     def check() -> dict[str, Any] | None:
         em = get_em(cluster, namespace, name)
         status = em.get("status") or {}
