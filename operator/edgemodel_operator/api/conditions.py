@@ -33,6 +33,8 @@ IMAGES_BUILT = "ImagesBuilt"
 GATE_PASSED = "GatePassed"
 NO_SAMPLES = "NoSamples"
 NOT_MEASURED = "NotMeasured"
+MODEL_SIGNATURE_INVALID = "ModelSignatureInvalid"  # the publisher's signature did not hold
+IMAGE_SIGNATURE_INVALID = "ImageSignatureInvalid"  # a built image failed verification
 
 
 def timestamp(now: datetime) -> str:
