@@ -4,6 +4,7 @@ in tests/imagekit/test_signed_images.py."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -17,6 +18,10 @@ from cyclonedx.validation.json import JsonStrictValidator
 
 from edgemodel_operator.adapters import sbom
 from edgemodel_operator.adapters.signing import (
+    DSSE_ENVELOPE,
+    SIMPLE_SIGNING,
+    ImageSigner,
+    ImageVerifier,
     SigningKey,
     SigningKeyError,
     cosign_tag,
@@ -178,8 +183,6 @@ def test_the_sbom_lists_what_the_merged_layers_hold() -> None:
     assert by_name["libc6"]["purl"] == (
         "pkg:deb/debian/libc6@2.36-9%2Bdeb12u13?arch=amd64&distro=debian-12"
     )
-    import hashlib
-
     assert by_name["digits"]["hashes"] == [
         {"alg": "SHA-256", "content": hashlib.sha256(b"the model bytes").hexdigest()}
     ]
@@ -206,3 +209,109 @@ def test_an_index_sbom_names_the_platforms_of_each_component() -> None:
                  for c in doc["components"]}  # fmt: skip
     assert platforms == {"numpy": ["linux/amd64", "linux/arm64"], "onnxruntime": ["linux/amd64"]}
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc)) is None
+
+
+# --- signing and verifying against an in-memory registry --------------------------------
+
+
+class MemoryRegistry:
+    """The registry calls TagStore makes, held in dicts; `down` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], bytes] = {}
+        self.down = False
+
+    def _up(self) -> None:
+        if self.down:
+            from edgemodel_operator.adapters.image_errors import RegistryError
+
+            raise RegistryError("Could not reach the registry at reg.local:5000")
+
+    def raw_manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
+        self._up()
+        found = self.manifests.get((repository, reference))
+        return (found, json.loads(found)["mediaType"]) if found else None
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        self._up()
+        return self.blobs[digest]
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        self._up()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[digest] = data
+        return digest
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        self._up()
+        self.manifests[(repository, reference)] = body
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class FixedSboms:
+    def image(self, repository: str, digest: str) -> dict[str, object]:
+        subject = {"type": "container", "bom-ref": digest, "name": repository, "version": digest}
+        return sbom.document(subject, [])
+
+
+REPO = "reg.local:5000/line-3/digits"
+INDEX, AMD64, ARM64 = ("sha256:" + c * 64 for c in "abc")
+
+
+def signer_and_keys(tmp: Path) -> tuple[MemoryRegistry, ImageSigner, SigningKey, SigningKey]:
+    keys = []
+    for name in ("operator", "other"):
+        (tmp / f"{name}.key").write_bytes(_pem(ec.generate_private_key(ec.SECP256R1()), None))
+        keys.append(SigningKey.load(tmp / f"{name}.key"))
+    registry = MemoryRegistry()
+    return registry, ImageSigner(registry, keys[0], FixedSboms()), keys[0], keys[1]  # type: ignore[arg-type]
+
+
+def test_signing_is_idempotent_and_verifies_with_the_right_key_only(tmp_path: Path) -> None:
+    registry, signer, own, other = signer_and_keys(tmp_path)
+    first = signer.sign(REPO, INDEX, [("amd64", AMD64), ("arm64", ARM64)], lambda _: None)
+    assert first.added == 6  # a signature and an attestation for the index and both images
+    again = signer.sign(REPO, INDEX, [("amd64", AMD64), ("arm64", ARM64)], lambda _: None)
+    assert again.added == 0  # the same payloads, signed by this key: nothing written twice
+    for digest in (INDEX, AMD64, ARM64):
+        for suffix in ("sig", "att"):
+            (layer,) = json.loads(registry.manifests[(REPO, cosign_tag(digest, suffix))])["layers"]
+            assert layer["mediaType"] in (SIMPLE_SIGNING, DSSE_ENVELOPE)
+    ok = ImageVerifier(registry, [own.public]).verify(f"{REPO}@{INDEX}")  # type: ignore[arg-type]
+    assert ok.verified and ok.message.startswith("verified with key operator.key (public half)")
+    foreign = ImageVerifier(registry, [other.public]).verify(f"{REPO}@{INDEX}")  # type: ignore[arg-type]
+    assert not foreign.verified and foreign.message.endswith("signed by another key")
+    # Another signer's signature is kept beside the operator's.
+    ImageSigner(registry, other, FixedSboms()).sign_image(REPO, INDEX)  # type: ignore[arg-type]
+    tag = json.loads(registry.manifests[(REPO, cosign_tag(INDEX, "sig"))])
+    assert len(tag["layers"]) == 2
+    assert ImageVerifier(registry, [own.public]).verify(f"{REPO}@{INDEX}").verified  # type: ignore[arg-type]
+
+
+def test_a_signature_moved_to_another_image_does_not_verify_it(tmp_path: Path) -> None:
+    registry, signer, own, _ = signer_and_keys(tmp_path)
+    signer.sign_image(REPO, AMD64)
+    # An attacker copies the signature manifest of one image to the tag of another.
+    registry.manifests[(REPO, cosign_tag(ARM64, "sig"))] = registry.manifests[
+        (REPO, cosign_tag(AMD64, "sig"))]  # fmt: skip
+    verdict = ImageVerifier(registry, [own.public]).verify(f"{REPO}@{ARM64}")  # type: ignore[arg-type]
+    assert not verdict.verified
+    assert f"a signature by operator.key (public half) for another digest ({AMD64})" in (
+        verdict.message
+    )
+    unsigned = ImageVerifier(registry, [own.public]).verify(f"{REPO}@{INDEX}")  # type: ignore[arg-type]
+    assert not unsigned.verified and "has no signature" in unsigned.message
+
+
+def test_a_registry_outage_does_not_unverify_a_verified_image(tmp_path: Path) -> None:
+    registry, signer, own, _ = signer_and_keys(tmp_path)
+    signer.sign_image(REPO, INDEX)
+    now = [0.0]
+    verifier = ImageVerifier(registry, [own.public], ttl=60, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert verifier.verify(f"{REPO}@{INDEX}").verified
+    registry.down = True
+    now[0] = 120.0  # past the time a verdict is kept: checked again, the registry is down
+    assert verifier.verify(f"{REPO}@{INDEX}").verified
+    never = verifier.verify(f"{REPO}@{AMD64}")  # never verified: the outage says so
+    assert not never.verified and never.message.startswith("could not read the signatures")

@@ -310,21 +310,30 @@ class ImageVerifier:
             known = self._known.get(reference)
         if known and self._clock() < known[0]:
             return known[1]
-        verdict = self._check(reference)
+        verdict, unreachable = self._check(reference)
+        if unreachable and known and known[1].verified:
+            verdict = known[1]  # a registry outage does not unverify what was verified
         keep = self._ttl if verdict.verified else self._retry
         with self._lock:
             self._known[reference] = (self._clock() + keep, verdict)
         return verdict
 
-    def _check(self, reference: str) -> Verdict:
+    def _check(self, reference: str) -> tuple[Verdict, bool]:
+        """The verdict, and whether the registry could not be read."""
         repository, digest = split_reference(reference)
         if not digest.startswith("sha256:"):
-            return Verdict(False, f"{reference} is not pinned by digest")
-        names = ", ".join(f"{k.name} ({key_id(k.key)})" for k in self._keys)
+            return Verdict(False, f"{reference} is not pinned by digest"), False
         try:
             layers = self._store.layers(repository, digest, "sig")
         except (RegistryError, ValueError) as err:
-            return Verdict(False, f"could not read the signatures of {reference}: {err}")
+            return Verdict(False, f"could not read the signatures of {reference}: {err}"), True
+        return self._judge(reference, digest, layers), False
+
+    def _judge(
+        self, reference: str, digest: str, layers: Sequence[tuple[dict[str, Any], bytes]]
+    ) -> Verdict:
+        repository = split_reference(reference)[0]
+        names = ", ".join(f"{k.name} ({key_id(k.key)})" for k in self._keys)
         if not layers:
             return Verdict(False, f"{reference} has no signature ({repository}:"
                            f"{cosign_tag(digest, 'sig')} is absent)")  # fmt: skip
