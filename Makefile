@@ -103,7 +103,7 @@ test: deps venv tools helm argocd cosign lint ## Install what is needed, then li
 SUITE ?= all
 SIZE ?= full
 .PHONY: bench
-bench: venv tools ## Benchmarks on a cluster of their own (port base 18400), results in bench/results; SUITE=fleet|rollback|footprint|optimize|serving|update-bytes|all SIZE=tiny|full
+bench: venv tools ## Benchmarks on a cluster of their own (port base 18400), results in bench/results; SUITE=fleet|rollback|footprint|optimize|serving|images|realnode|all SIZE=tiny|full
 	$(PY) bench/run.py --suite $(SUITE) --size $(SIZE) --out bench/results
 	$(PY) bench/readme.py
 

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ORDER = ("fleet", "rollback", "footprint", "optimize", "serving", "update-bytes")
+from tables import images_lines, realnode_lines
+
+ORDER = ("fleet", "rollback", "footprint", "optimize", "serving", "images", "realnode")
 
 
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -42,7 +44,7 @@ def _fleet(f: dict[str, Any]) -> list[str]:
     ) + ["", "Operator update outcome(s): "
          + "; ".join(str(r.get("operator_update_outcome", "updated")) for r in f["runs"]) + ".",
          "", f"Operator peak RSS {f['operator_peak_rss_mib']} MiB, CPU {f['operator_cpu_s']} s "
-         "over the suite."]  # fmt: skip
+         "per run (median)."]  # fmt: skip
 
 
 def _rollback(f: dict[str, Any]) -> list[str]:
@@ -120,26 +122,14 @@ def _serving(f: dict[str, Any]) -> list[str]:
     return serving_lines(f)
 
 
-def _update_bytes(f: dict[str, Any]) -> list[str]:
-    rows = [
-        [i["image"], i["layers"], i["last_layer_bytes"], i["image_bytes"],
-         f"{i['last_layer_share']:.3%}"]
-        for i in f["images"]
-    ]  # fmt: skip
-    return [
-        f"Registry {f['registry']}: {f['note']}.",
-        "",
-        *table(["image", "layers", "model layer (bytes)", "image (bytes)", "share"], rows),
-    ]
-
-
 RENDER: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "fleet": _fleet,
     "rollback": _rollback,
     "footprint": _footprint,
     "optimize": _optimize,
     "serving": _serving,
-    "update-bytes": _update_bytes,
+    "images": images_lines,
+    "realnode": realnode_lines,
 }
 
 

@@ -183,3 +183,117 @@ def serving_lines(f: dict[str, Any]) -> list[str]:
             + f" ({sizes['note']})",
         ]
     return lines
+
+
+def images_lines(f: dict[str, Any]) -> list[str]:
+    """Daemonless (registry API) vs Docker Engine builds of the same model, side by side."""
+    rows = []
+    for m in f["models"]:
+        d, k = m["daemonless"], m["docker"]
+        rows.append([
+            f"{m['model']}", f"{d['median_build_push_s']:.3g}", f"{k['median_build_push_s']:.3g}",
+            f"{m['ratio_docker_over_daemonless']}x", f"{d['median_smoke_s']:.3g}",
+            f"{k['median_smoke_s']:.3g}", f"{d['median_stored_bytes'] / 2**20:.1f}",
+            f"{k['median_stored_bytes'] / 2**20:.1f}",
+        ])  # fmt: skip
+    model = next((m for m in f["models"] if "10" in m["model"]), None)
+    reached = model is not None and model["daemonless"]["median_build_push_s"] <= 2.0
+    sizes = ", ".join(
+        f"{s['accelerator']}/{s['arch']} {s['compressed_bytes'] / 2**20:,.0f} MiB"
+        for s in f["server_image_sizes"]
+    )
+    return [
+        f"Goal: {f['goal']}: **{'reached' if reached else 'not reached'}**. Medians of "
+        f"{f['repeats']} run(s) each, the two builders alternating. {f['note']}.",
+        "",
+        *table(
+            ["model", "daemonless build+push (s)", "docker build+push (s)",
+             "docker / daemonless", "daemonless smoke (s)", "docker smoke (s)",
+             "registry growth daemonless (MiB)", "docker (MiB)"],
+            rows,
+        ),
+        "",
+        f"Published server images, compressed: {sizes or 'none found'}.",
+    ]  # fmt: skip
+
+
+def realnode_lines(f: dict[str, Any]) -> list[str]:
+    """Apply to first inference on a real kubelet + containerd node."""
+    rows = []
+    for mode, m in f["modes"].items():
+        rows.append([
+            mode, f"{m['median_cold_s']:.3g}", f"{m['median_cold_pulled_bytes'] / 2**20:,.1f}",
+            f"{m['median_warm_s']:.3g}", f"{m['median_update_s']:.3g}",
+            f"{m['median_update_pulled_bytes'] / 2**20:,.2f}",
+        ])  # fmt: skip
+    return [
+        f"Node {f['node']}, model {f['model_bytes']:,} bytes, medians of {f['repeats']} "
+        f"run(s). {f['note']}.",
+        "",
+        *table(
+            ["model delivery", "cold: apply to first answer (s)", "pulled (MiB)",
+             "warm: images cached (s)", "version update to first v2 answer (s)",
+             "update pulled (MiB)"],
+            rows,
+        ),
+    ]  # fmt: skip
+
+
+def headline_lines(figures: dict[str, dict[str, Any]]) -> list[str]:
+    """The README's one table of headline figures, one or two rows per suite present."""
+    rows: list[list[Any]] = []
+    if fleet := figures.get("fleet"):
+        m, n = fleet["median"], f"{fleet['nodes']:,}"
+        rows += [
+            [f"{n}-node fleet (perNode GPU/NPU/CPU), apply until all {n} pods Ready",
+             f"{m['operator_create_s']:.3g} s", f"{m['raw_create_s']:.3g} s, the same "
+             "DaemonSets applied with kubectl", f"{m['create_ratio']}"],
+            [f"version update until all {n} pods updated and Ready (success)",
+             f"{m['operator_update_s']:.3g} s ({m['operator_update_success']:.0%})",
+             f"{m['raw_update_s']:.3g} s ({m['raw_update_success']:.0%})", f"{m['update_ratio']}"],
+        ]  # fmt: skip
+    if rollback := figures.get("rollback"):
+        runs, fl = rollback["runs"], rollback["flagger"]["code_defaults"]
+        deadlines = " / ".join(f"{r['progress_deadline_s']} s" for r in runs)
+        rows += [
+            [f"bad version: `RolledBack` after the progress deadline ({deadlines})",
+             " / ".join(f"+{r['rolled_back_condition_after_deadline_s']:.3g} s" for r in runs),
+             f"Flagger's defaults: {fl['analysis_interval_s']} s analysis interval, "
+             f"{fl['progress_deadline_s']} s progress deadline", ""],
+            [f"bad version: all {rollback['nodes']:,} pods back on the stable revision after "
+             "the deadline",
+             " / ".join(f"+{r['all_pods_restored_after_deadline_s']:.3g} s" for r in runs)
+             + f", Ready never below "
+             f"{min(r['min_ready_fraction_during_bad_rollout'] for r in runs):.0%}", "", ""],
+        ]  # fmt: skip
+    if footprint := figures.get("footprint"):
+        r = footprint["rows"][-1]
+        rows.append([
+            f"{r['edgemodels']:,} EdgeModels x 3 targets: all Ready / change-to-status p50, "
+            "p99 / peak RSS",
+            f"{r['all_ready_s']:.3g} s / {r['change_to_status_ms_p50']:.3g} ms, "
+            f"{r['change_to_status_ms_p99']:.3g} ms / {r['operator_peak_rss_mib']:.0f} MiB",
+            "", "",
+        ])  # fmt: skip
+    if images := figures.get("images"):
+        for m in images["models"]:
+            rows.append([
+                f"per-model image for amd64 + arm64, build and push ({m['model']})",
+                f"{m['daemonless']['median_build_push_s']:.3g} s, through the registry API",
+                f"{m['docker']['median_build_push_s']:.3g} s, Docker Engine API build + push",
+                f"{1 / m['ratio_docker_over_daemonless']:.2g}",
+            ])  # fmt: skip
+    if realnode := figures.get("realnode"):
+        modes = realnode["modes"]
+        if "fetched" in modes and "built" in modes:
+            f, b = modes["fetched"], modes["built"]
+            rows += [
+                ["real node, cold: `kubectl apply` to the first answer through the Service",
+                 f"{f['median_cold_s']:.3g} s (model fetched by the pod), {b['median_cold_s']:.3g}"
+                 " s (per-model image)", "", ""],
+                ["real node, model-only update: bytes the node pulls",
+                 f"{f['median_update_pulled_bytes'] / 1e3:,.1f} kB (fetched), "
+                 f"{b['median_update_pulled_bytes'] / 1e3:,.1f} kB (per-model image)",
+                 f"{f['median_cold_pulled_bytes'] / 1e6:,.1f} MB, a cold pull", ""],
+            ]  # fmt: skip
+    return table(["what", "EdgeModel operator", "baseline", "ratio"], rows)

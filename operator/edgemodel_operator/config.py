@@ -22,7 +22,7 @@ class Config:
     namespaces: tuple[str, ...]  # empty: every namespace
     accelerators: Mapping[str, AcceleratorProfile]
     server_image: str  # used by targets without an image; "{accelerator}" is filled in
-    resync_seconds: float
+    resync_seconds: float  # the safety-net timer: a model reconciles at least this often
     log_level: str
     health_address: str  # host:port of the liveness endpoint
     metrics_address: str = ""  # host:port of /metrics; empty: no metrics endpoint
@@ -33,6 +33,8 @@ class Config:
     network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
     operator_namespace: str = ""  # where the operator's pod runs (for the NetworkPolicy)
     operator_pod_labels: Mapping[str, str] = field(default_factory=dict)
+    # A woken model waits this long before its pass, gathering a burst of changes.
+    debounce_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,13 @@ def load_config(env: Mapping[str, str]) -> Config:
         resync_seconds = -1.0
     if not 1 <= resync_seconds <= 3600:
         raise ConfigError(f"EDGEMODEL_RESYNC_SECONDS must be 1..3600 seconds, got {resync!r}")
+    debounce = env.get("EDGEMODEL_DEBOUNCE_SECONDS", "0.5")
+    try:
+        debounce_seconds = float(debounce)
+    except ValueError:
+        debounce_seconds = -1.0
+    if not 0 <= debounce_seconds <= 60:
+        raise ConfigError(f"EDGEMODEL_DEBOUNCE_SECONDS must be 0..60 seconds, got {debounce!r}")
     log_level = env.get("EDGEMODEL_LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(
@@ -106,6 +115,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         accelerators=accelerators,
         server_image=server_image,
         resync_seconds=resync_seconds,
+        debounce_seconds=debounce_seconds,
         log_level=log_level,
         health_address=health,
         metrics_address=metrics,

@@ -178,10 +178,11 @@ def test_missing_hardware_is_reported_and_fallback_runs_on_cpu(
     assert degraded["reason"] == "NoMatchingNodes"
     assert "edgeai.dev/accelerator=gpu" in degraded["message"]
     assert condition(em, "Ready")["status"] == "False"
-    warnings = cluster.core.list_namespaced_event(
-        namespace, field_selector="involvedObject.name=stuck,type=Warning"
-    ).items
-    assert any(e.reason == "NoMatchingNodes" for e in warnings)
+    wait_until(
+        lambda: any(e.reason == "NoMatchingNodes" for e in cluster.core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=stuck,type=Warning").items),
+        timeout=15, what="a NoMatchingNodes Warning Event",
+    )  # fmt: skip
 
     em = wait_condition(cluster, namespace, "rescued", "Ready", "True")
     (t,) = em["status"]["targets"]

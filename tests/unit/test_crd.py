@@ -117,8 +117,9 @@ def test_printer_columns_in_order() -> None:
         "Reason",
         "Services",
         "Endpoints",
+        "Updated",
     ]
-    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
 
 
 def test_checker_catches_mistakes() -> None:

@@ -1,22 +1,29 @@
-"""The handler wiring: every reconcile path registered; the timer keeps kopf's finalizer,
-which is what stops it when an EdgeModel is deleted."""
+"""The handler wiring, and which changes wake which EdgeModel's worker."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+from typing import Any
+
 import kopf
 
+from edgemodel_operator.api.accelerators import DEFAULT_PROFILES
 from edgemodel_operator.config import load_config
 from edgemodel_operator.handlers.edgemodel import register
+from edgemodel_operator.handlers.wakeups import Wakeups
+from edgemodel_operator.reconcile import wakeups as w
 
 
-def test_handlers_are_registered() -> None:
+def test_one_worker_per_edgemodel_and_watches_that_wake_it() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, load_config({"EDGEMODEL_RESYNC_SECONDS": "7"}))
     spawning = registry._spawning.get_all_handlers()
-    changing = registry._changing.get_all_handlers()
-    assert [h.interval for h in spawning] == [7]  # type: ignore[attr-defined]
-    assert len(changing) == 3  # resume, create, update
-    assert all(h.requires_finalizer for h in spawning)
+    assert len(spawning) == 1 and spawning[0].requires_finalizer  # stopped on deletion
+    assert not registry._changing.get_all_handlers()  # no diff-base annotations written
+    watched = {h.selector.any_name for h in registry._watching.get_all_handlers()}  # type: ignore[attr-defined]
+    assert {"nodes", "pods", "endpointslices", "deployments", "daemonsets", "services",
+            "edgemodels"} <= watched  # fmt: skip
     # Nodes; Deployments, DaemonSets, Services; pods; EndpointSlices.
     assert len(registry._indexing.get_all_handlers()) == 6
     with_policies = kopf.OperatorRegistry()
@@ -27,5 +34,92 @@ def test_handlers_are_registered() -> None:
 def test_a_selector_limits_the_edgemodels_handled() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, load_config({"EDGEMODEL_SELECTOR": "edgeai.dev/shard=a"}))
-    handlers = [*registry._spawning.get_all_handlers(), *registry._changing.get_all_handlers()]
-    assert all(h.labels == {"edgeai.dev/shard": "a"} for h in handlers)  # type: ignore[attr-defined]
+    models = [h for h in registry._watching.get_all_handlers()
+              if h.selector.any_name == "edgemodels"]  # type: ignore[attr-defined]  # fmt: skip
+    handlers = [*registry._spawning.get_all_handlers(), *models]
+    assert handlers and all(h.labels == {"edgeai.dev/shard": "a"} for h in handlers)  # type: ignore[attr-defined]
+
+
+def _node(name: str, acc: str, ready: bool = True, heartbeat: str = "t0") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"edgeai.dev/accelerator": acc}},
+        "spec": {},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                   "lastHeartbeatTime": heartbeat}]},
+    }  # fmt: skip
+
+
+def test_a_node_heartbeat_is_not_a_change_but_readiness_cordon_and_labels_are() -> None:
+    base = _node("n", "gpu")
+    assert w.node_signature(base) == w.node_signature(_node("n", "gpu", heartbeat="t1"))
+    cordoned = copy.deepcopy(base)
+    cordoned["spec"]["unschedulable"] = True
+    for changed in (_node("n", "gpu", ready=False), cordoned, _node("n", "npu")):
+        assert w.node_signature(changed) != w.node_signature(base)
+    assert w.node_accelerators({"edgeai.dev/accelerator": "npu"}, DEFAULT_PROFILES) == {"npu"}
+    assert w.node_accelerators({}, DEFAULT_PROFILES) == frozenset()
+
+
+def test_the_models_own_status_does_not_wake_it() -> None:
+    body = {"metadata": {"generation": 3, "labels": {"a": "b"}}, "status": {"phase": "Ready"}}
+    after_status = {**body, "status": {"phase": "Progressing"}}
+    assert w.model_essence(body) == w.model_essence(after_status)
+    newer = {"metadata": {"generation": 4, "labels": {"a": "b"}}}
+    assert w.model_essence(body) != w.model_essence(newer)
+
+
+def test_a_slow_pass_spaces_the_next() -> None:
+    assert w.pause(0.5, 0.01) == 0.5
+    assert w.pause(0.5, 2.0) == 4.0
+
+
+def test_wakeups_reach_only_the_models_concerned() -> None:
+    async def scenario() -> None:
+        wakeups = Wakeups(DEFAULT_PROFILES)
+        gpu = wakeups.join(("ns", "on-gpu"), ["gpu", "cpu"])
+        npu = wakeups.join(("ns", "on-npu"), ["npu"])
+        wakeups.node("n1", _node("n1", "gpu"))  # first sight: a new node
+        assert gpu.is_set() and not npu.is_set()
+        gpu.clear()
+        wakeups.node("n1", _node("n1", "gpu", heartbeat="t9"))
+        assert not gpu.is_set()
+        wakeups.node("n1", _node("n1", "npu"))  # relabeled: both accelerators concerned
+        assert gpu.is_set() and npu.is_set()
+        gpu.clear(), npu.clear()
+        wakeups.node("n1", None)  # deleted
+        assert npu.is_set() and not gpu.is_set()
+        npu.clear()
+        wakeups.model(("ns", "on-npu"), (1,))
+        assert npu.is_set()
+        npu.clear()
+        wakeups.model(("ns", "on-npu"), (1,))  # the same essence: only the status changed
+        assert not npu.is_set()
+        wakeups.wake(("ns", "on-gpu"))
+        assert gpu.is_set()
+        wakeups.leave(("ns", "on-gpu"))
+        wakeups.wake(("ns", "on-gpu"))  # gone: nothing to wake, no error
+
+    asyncio.run(scenario())
+
+
+class _Never:
+    async def _forever(self) -> None:
+        await asyncio.Event().wait()
+
+    def wait(self) -> Any:
+        return self._forever()
+
+
+def test_a_worker_waits_for_a_wakeup_or_its_timer() -> None:
+    async def scenario() -> None:
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await Wakeups.wait(wake, _Never(), 0.05)  # type: ignore[arg-type]
+        assert loop.time() - t0 >= 0.05
+        loop.call_later(0.01, wake.set)
+        t0 = loop.time()
+        await Wakeups.wait(wake, _Never(), 5.0)  # type: ignore[arg-type]
+        assert loop.time() - t0 < 1.0
+
+    asyncio.run(scenario())

@@ -16,6 +16,7 @@ from test_service import CONFIG, RecordingWriter, cond, pod
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.rollout import (
     Action,
+    Evidence,
     FailedRevision,
     Policy,
     RolloutState,
@@ -42,9 +43,11 @@ def stamp(seconds: float) -> str:
 
 
 HEALTHY = TargetHealth("cpu", desired=2, ready=2, settled=True)
-WAITING = TargetHealth("cpu", desired=2, ready=1, settled=True, not_ready=("pod a on n1",))
-CRASHING = TargetHealth("cpu", 2, 1, True, crashing=("pod a on n1: CrashLoopBackOff (4 restarts)",))
-LOST = TargetHealth("cpu", 2, 1, True, lost=("pod a on n1",))
+A_ON_N1 = Evidence("n1", "pod a on n1")
+WAITING = TargetHealth("cpu", desired=2, ready=1, settled=True, not_ready=(A_ON_N1,))
+A_CRASHES = Evidence("n1", "pod a on n1: CrashLoopBackOff (4 restarts)")
+CRASHING = TargetHealth("cpu", 2, 1, True, crashing=(A_CRASHES,))
+LOST = TargetHealth("cpu", 2, 1, True, lost=(A_ON_N1,))
 STABLE = RolloutState(revision="good", stable_revision="good", stable_spec={"v": 1})
 ROLLING = RolloutState("new", stamp(0), None, "good", {"v": 1})
 NO_STABLE = RolloutState("new", stamp(0))
@@ -129,8 +132,10 @@ def test_target_health_reads_pods_of_its_revision_only() -> None:
     health = target_health("cpu", "new", 2, True, pods, ready_since=stamp(5),
                            failure_threshold=3)  # fmt: skip
     assert (health.ready, health.healthy) == (1, False)
-    assert health.crashing == ("pod cpu-n2 on n2: CrashLoopBackOff (4 restarts)",)
-    assert health.lost == ("pod cpu-n2 on n2",)  # no transition time: taken as a change
+    assert [str(e) for e in health.crashing] == ["pod cpu-n2 on n2: CrashLoopBackOff (4 restarts)"]
+    assert health.lost == (
+        Evidence("n2", "pod cpu-n2 on n2"),
+    )  # no transition time: taken as a change
 
 
 def test_only_a_pod_that_turned_not_ready_after_the_target_was_ready_lost_readiness() -> None:
@@ -142,7 +147,7 @@ def test_only_a_pod_that_turned_not_ready_after_the_target_was_ready_lost_readin
     dropped = with_ready(pod("cpu", "flaky", "new", ready=False), 30)  # was Ready, is not
     health = target_health("cpu", "new", 3, True, [starting, dropped], ready_since=stamp(20),
                            failure_threshold=3)  # fmt: skip
-    assert health.lost == ("pod cpu-flaky on flaky",)
+    assert health.lost == (Evidence("flaky", "pod cpu-flaky on flaky"),)
     never = target_health("cpu", "new", 3, True, [starting, dropped], ready_since=None,
                           failure_threshold=3)  # fmt: skip
     assert never.lost == ()

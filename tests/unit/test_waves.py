@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 from test_service import pod
 
 from edgemodel_operator.api.spec import Wave
-from edgemodel_operator.reconcile.rollout import Action, Policy, RolloutState, TargetHealth, decide
+from edgemodel_operator.reconcile.rollout import (
+    Action,
+    Evidence,
+    Policy,
+    RolloutState,
+    TargetHealth,
+    decide,
+)
 from edgemodel_operator.reconcile.waves import (
     node_order,
     pods_to_replace,
@@ -53,7 +60,7 @@ def test_decide_advances_waves_then_promotes() -> None:
     plan = decide("new", {}, plan.state, [wave1], policy, T0 + timedelta(seconds=16))
     assert (plan.action, plan.reason, plan.state.wave) == (Action.ROLL_FORWARD, "NextWave", 1)
     # the deadline restarts with each wave
-    wave2 = TargetHealth("edge", 6, 1, True, not_ready=("pod x on n2",), expected=3)
+    wave2 = TargetHealth("edge", 6, 1, True, not_ready=(Evidence("n2", "pod x on n2"),), expected=3)
     later = decide("new", {}, plan.state, [wave2], policy, T0 + timedelta(seconds=70))
     assert later.action is Action.ROLL_FORWARD
     failed = decide("new", {}, plan.state, [wave2], policy, T0 + timedelta(seconds=77))

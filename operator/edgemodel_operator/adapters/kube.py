@@ -14,6 +14,8 @@ from typing import Any
 
 from kubernetes import client, config
 
+from edgemodel_operator.api.names import GROUP, PLURAL, VERSION
+
 FIELD_MANAGER = "edgemodel-operator"
 TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer
 
@@ -41,6 +43,7 @@ class KubeGateway:
             "Pod": core.delete_namespaced_pod,
         }
         self._core = core
+        self._custom = client.CustomObjectsApi(api)
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a child we own; returns the stored object."""
@@ -64,6 +67,21 @@ class KubeGateway:
         except client.ApiException as err:
             if err.status != 404:  # already gone is what we wanted
                 raise
+
+    def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch an EdgeModel's status; returns the stored object (None: it is gone)."""
+        try:
+            result = self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)},
+                _content_type="application/merge-patch+json", _request_timeout=TIMEOUT,
+            )  # fmt: skip
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(result) if isinstance(result, dict) else None
 
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:
         """Set one condition of a pod's status (a readiness gate's); others stay."""

@@ -23,6 +23,7 @@ NO_MATCHING_NODES = "NoMatchingNodes"
 FELL_BACK = "FellBack"
 UNSCHEDULABLE = "Unschedulable"
 NODES_UNAVAILABLE = "NodesUnavailable"
+NODES_HELD_BACK = "NodesHeldBack"  # nodes failed within the success threshold
 NO_IMAGE_FOR_ARCHITECTURE = "NoImageForArchitecture"
 INVALID_SPEC = "InvalidSpec"
 ROLLED_BACK = "RolledBack"

@@ -17,6 +17,8 @@ MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 MODEL_LABEL = f"{GROUP}/edgemodel"
 TARGET_LABEL = f"{GROUP}/target"
 ACCELERATOR_LABEL = f"{GROUP}/accelerator"
+# On the pods that hold failed nodes back on the stable revision (a DaemonSet of their own).
+HELD_LABEL = f"{GROUP}/held"
 
 # On workloads and pod templates: the revision (hash of what the spec asks to run) and the
 # hash of the whole desired object, for drift detection.

@@ -111,6 +111,13 @@ class Rollout:
     auto_rollback: bool = True
     waves: tuple[Wave, ...] = ()  # perNode targets move node by node, wave by wave
     canary_selector: Mapping[str, str] = field(default_factory=dict)  # first-wave nodes
+    success_threshold: int = 100  # percent of a wave's available nodes that must succeed
+
+    @property
+    def paced(self) -> bool:
+        """The operator moves perNode targets node by node itself (OnDelete DaemonSets):
+        in waves, or to hold failing nodes back under a success threshold."""
+        return bool(self.waves) or self.success_threshold < 100
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,7 @@ def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
         max_unavailable=max_unavailable,
         auto_rollback=auto_rollback,
         waves=_waves(rollout_raw.get("waves") or []),
+        success_threshold=_int(rollout_raw, "successThreshold", "spec.rollout", 100, 1, 100),
         canary_selector={
             str(k): str(v)
             for k, v in _map(

@@ -1,14 +1,16 @@
-"""kopf handlers for EdgeModel: translate what kopf hands over, run the reconcile, publish
-its status, Events and metrics.
+"""kopf handlers for EdgeModel: one worker (a kopf daemon) per EdgeModel runs its reconcile,
+woken by what changes in the cluster and by a timer as a safety net.
 
-Observation comes from kopf's watch-fed indices, so a reconcile makes no read requests;
-the same reconcile runs on create, update, resume and on a timer (level-based: pods
-becoming Ready and hand edits of children are picked up by the next tick).
+Observation comes from kopf's watch-fed indices, so a reconcile makes no read requests.
+The watch events of the model's pods, workloads, Services and EndpointSlices, of the
+nodes it may run on, and of its own spec wake its worker (reconcile/wakeups.py says which
+models a change concerns); a short pause gathers a burst of changes into one pass.
 
 register() attaches the handlers to a registry once the configuration is known."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -18,16 +20,20 @@ import kopf
 import structlog
 
 from edgemodel_operator import wiring
-from edgemodel_operator.api.names import GROUP, MANAGED, MODEL_LABEL, PLURAL, VERSION
+from edgemodel_operator.api.names import GROUP, MANAGED, PLURAL, VERSION
 from edgemodel_operator.config import Config
+from edgemodel_operator.handlers.wakeups import Wakeups
+from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.reconcile.plan import Pass
+from edgemodel_operator.reconcile.plan import Pass, accelerators_of
 from edgemodel_operator.reconcile.status import status_patch
 from edgemodel_operator.services.reconcile import reconcile
 
 LOG = structlog.get_logger("edgemodel_operator")
 ROLLBACKS = "edgemodel_rollbacks_total"
 EVENTS = "edgemodel_events_total"
+ERRORS = "edgemodel_reconcile_errors_total"
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed pass, then the resync
 # Children of an EdgeModel, indexed by (namespace, model): kind, API group, version, plural.
 CHILDREN = (
     ("Deployment", "apps", "v1", "deployments"),
@@ -37,9 +43,8 @@ CHILDREN = (
 )
 
 
-def _key(body: kopf.Body) -> tuple[str, str] | None:
-    model = body.metadata.labels.get(MODEL_LABEL)
-    return (str(body.metadata.namespace), model) if model else None
+def _key(body: kopf.Body) -> w.Key | None:
+    return w.owner_key(str(body.metadata.namespace), body.metadata.labels)
 
 
 def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
@@ -47,7 +52,7 @@ def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
 
 
 def children_index(kind: str) -> Any:
-    def index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    def index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
         key = _key(body)
         return {key: {**dict(body), "kind": kind}} if key else {}
 
@@ -55,13 +60,13 @@ def children_index(kind: str) -> Any:
     return index
 
 
-def pods_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     key = _key(body)
     return {key: {"metadata": dict(body.metadata), "spec": dict(body.spec),
                   "status": dict(body.status)}} if key else {}  # fmt: skip
 
 
-def slices_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     key = _key(body)
     if key is None:
         return {}
@@ -82,26 +87,76 @@ def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def reconcile_edgemodel(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indices: Any
-) -> None:
-    if body.metadata.deletion_timestamp:
-        return  # the garbage collector removes the children; recreating them would fight it
-    parts: wiring.Components = memo.components
-    key = (str(body.metadata.namespace), str(body.metadata.name))
-    observed = Observed(
+def observe(key: w.Key, indices: Any) -> Observed:
+    return Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
         children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
                   for c in indices[f"{kind.lower()}s_index"].get(key, [])],
         pods=list(indices["pods_index"].get(key, [])),
         endpoint_slices=list(indices["slices_index"].get(key, [])),
     )  # fmt: skip
+
+
+def reconcile_once(body: dict[str, Any], parts: wiring.Components, indices: Any) -> Pass:
+    """One pass: plan, then apply and delete what it says."""
+    meta = body["metadata"]
     started = time.perf_counter()
-    done = reconcile(dict(body), observed, parts.writer, parts.settings, datetime.now(UTC),
-                     parts.images, parts.prober, parts.servers)  # fmt: skip
+    done = reconcile(body, observe((meta["namespace"], meta["name"]), indices), parts.writer,
+                     parts.settings, datetime.now(UTC), parts.images, parts.prober,
+                     parts.servers)  # fmt: skip
     parts.metrics.observe_reconcile(time.perf_counter() - started)
-    patch.status.update(status_patch(dict(body.status), done.status))
-    publish(body, done, parts.metrics)
+    return done
+
+
+async def worker(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **indices: Any
+) -> None:
+    """The EdgeModel's reconciles, one at a time, for as long as it exists."""
+    parts: wiring.Components = memo.components
+    wakeups: Wakeups = memo.wakeups
+    key = (str(body.metadata.namespace), str(body.metadata.name))
+    wake = wakeups.join(key, accelerators_of(dict(body)))
+    loop = asyncio.get_running_loop()
+    failures, took = 0, 0.0
+    # The object as our last status write left it, and the resourceVersion it replaced:
+    # until the watch brings that write back, the live body is older than what we wrote.
+    mine: tuple[str, dict[str, Any]] | None = None
+    try:
+        while not stopped:
+            wake.clear()
+            current = dict(body)
+            if mine is not None and current["metadata"].get("resourceVersion") == mine[0]:
+                current = {**current, "status": mine[1].get("status") or {}}
+            if current["metadata"].get("deletionTimestamp"):
+                return  # the garbage collector removes the children; recreating them would fight
+            wakeups.update(key, accelerators_of(current))
+            started = loop.time()
+            try:
+                done = await loop.run_in_executor(
+                    memo.executor, reconcile_once, current, parts, indices
+                )
+                publish(body, done, parts.metrics)  # the Events go out before the status
+                patch = status_patch(current.get("status") or {}, done.status)
+                written = None
+                if patch:
+                    written = await loop.run_in_executor(
+                        memo.executor, parts.writer.patch_status, *key, patch
+                    )
+                failures = 0
+            except Exception as err:  # logged, counted and retried
+                LOG.error("reconcile failed", namespace=key[0], name=key[1], error=str(err),
+                          exc_info=err)  # fmt: skip
+                parts.metrics.count(ERRORS, "Reconciles that failed (retried).")
+                failures += 1
+                await wakeups.wait(wake, stopped, RETRY_SECONDS[min(failures, 5) - 1])
+                continue
+            took = loop.time() - started
+            if written is not None:
+                mine = (str(current["metadata"].get("resourceVersion")), written)
+            await wakeups.wait(wake, stopped, parts.config.resync_seconds)
+            await asyncio.sleep(w.pause(parts.config.debounce_seconds, took))
+    finally:
+        wakeups.leave(key)
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -109,6 +164,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
 
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo.components = wiring.build(config)
+        memo.wakeups = Wakeups(config.accelerators)
+        memo.executor = settings.execution.executor
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -120,28 +177,38 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo.components.close()
 
+    def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if (key := _key(body)) is not None:
+            memo.wakeups.wake(key)
+
+    def node_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        memo.wakeups.node(str(body.metadata.name), None if type == "DELETED" else dict(body))
+
+    def model_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        key = (str(body.metadata.namespace), str(body.metadata.name))
+        memo.wakeups.model(key, w.model_essence(dict(body)))
+
     kopf.on.startup(registry=registry)(startup)
     kopf.on.cleanup(registry=registry)(cleanup)
     # A registry of our own starts empty: log in the way the kubernetes client does
     # (in-cluster service account, else KUBECONFIG).
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
+    kopf.on.event("", "v1", "nodes", registry=registry)(node_changed)
+    watched = [
+        ("", "v1", "pods", "pods_index", pods_index),
+        ("discovery.k8s.io", "v1", "endpointslices", "slices_index", slices_index),
+    ]
     for kind, group, version, plural in CHILDREN:
         if kind == "NetworkPolicy" and not config.network_policy:
             continue  # not watched (nor permitted by the chart's RBAC) unless enabled
+        watched.append((group, version, plural, f"{kind.lower()}s_index", children_index(kind)))
+    for group, version, plural, index_id, index in watched:
         kopf.index(group, version, plural, labels=MANAGED, registry=registry,
-                   id=f"{kind.lower()}s_index")(children_index(kind))  # fmt: skip
-    kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)(pods_index)
-    kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=MANAGED,
-               registry=registry, id="slices_index")(slices_index)  # fmt: skip
+                   id=index_id)(index)  # fmt: skip
+        kopf.on.event(group, version, plural, labels=MANAGED, registry=registry,
+                      id=f"wake_on_{plural}")(child_changed)  # fmt: skip
     resource = (GROUP, VERSION, PLURAL)
     labels = dict(config.selector) or None
-    for decorate in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        decorate(*resource, labels=labels, registry=registry)(reconcile_edgemodel)
-    kopf.timer(
-        *resource,
-        interval=config.resync_seconds,
-        initial_delay=config.resync_seconds,
-        labels=labels,
-        registry=registry,
-    )(reconcile_edgemodel)
+    kopf.on.event(*resource, labels=labels, registry=registry)(model_changed)
+    kopf.daemon(*resource, labels=labels, registry=registry, cancellation_timeout=5.0)(worker)

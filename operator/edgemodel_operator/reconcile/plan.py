@@ -45,6 +45,7 @@ from edgemodel_operator.reconcile.rollout import (
     Action,
     Plan,
     Policy,
+    RolloutState,
     TargetHealth,
     decide,
     pod_revision,
@@ -57,9 +58,11 @@ from edgemodel_operator.reconcile.status import (
     TargetObservation,
     annotate_rollout,
     build_status,
+    catch_up_events,
     counts,
     events_for,
     invalid_status,
+    rollout_progress,
 )
 from edgemodel_operator.reconcile.waves import (
     node_order,
@@ -69,6 +72,7 @@ from edgemodel_operator.reconcile.waves import (
 )
 from edgemodel_operator.reconcile.workloads import (
     ORIGINAL,
+    Nodes,
     Owner,
     WorkloadSettings,
     build_workload,
@@ -125,6 +129,7 @@ def _policy(spec: EdgeModelSpec) -> Policy:
         stabilization_seconds=probe.period_seconds * probe.failure_threshold,
         auto_rollback=spec.rollout.auto_rollback,
         failure_threshold=probe.failure_threshold,
+        success_threshold=spec.rollout.success_threshold,
     )
 
 
@@ -152,8 +157,17 @@ def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
     return [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
 
 
-def _in_waves(spec: EdgeModelSpec, placement: Placement) -> bool:
-    return bool(spec.rollout.waves) and placement.target.placement == "perNode"
+def _per_node(placement: Placement) -> bool:
+    return placement.target.placement == "perNode"
+
+
+def _paced(spec: EdgeModelSpec, placement: Placement) -> bool:
+    """The operator moves this target's nodes itself (waves, or a success threshold)."""
+    return spec.rollout.paced and _per_node(placement)
+
+
+def _held(state: RolloutState, target: str) -> tuple[str, ...]:
+    return tuple(h.node for h in state.held if h.target == target)
 
 
 def _workload_kind(placement: Placement) -> str:
@@ -196,10 +210,12 @@ def _server_archs(servers: Mapping[str, ServerImage] | None) -> dict[str, list[s
 
 def _health(
     model: str, rev: str, spec: EdgeModelSpec, placements: Sequence[Placement],
-    observed: Observed, wave: int, ready_since: str | None, failure_threshold: int,
+    observed: Observed, state: RolloutState, failure_threshold: int,
 ) -> list[TargetHealth]:  # fmt: skip
     """How the pods of revision `rev` are doing, target by target (in waves: how the pods
-    due in the current wave are)."""
+    due in the current wave are). A per-node target counts its available nodes only."""
+    wave = state.wave if state.revision == rev else 0
+    ready_since = state.ready_since if state.revision == rev else None
     health = []
     for p in placements:
         if not p.has_nodes and p.unavailable:  # an outage, not a failing revision
@@ -213,18 +229,25 @@ def _health(
         n = counts(workload)
         template = ((workload or {}).get("spec") or {}).get("template") or {}
         on_rev = pod_revision(template)  # the template carries the pods' annotations
+        per_node = _per_node(p)
+        replicas = n.desired if workload else max(p.target.replicas, 1)
         health_now = target_health(
             name=p.target.name,
             revision=rev,
-            desired=n.desired if workload else max(p.target.replicas, 1),
+            desired=len(p.nodes) if per_node else replicas,
             settled=n.current and on_rev == rev,
             pods=_pods_of(observed, p.target.name),
             ready_since=ready_since,
             failure_threshold=failure_threshold,
+            nodes=frozenset(p.nodes) if per_node else None,
         )
-        if _in_waves(spec, p):
+        if _paced(spec, p):
             sizes = wave_sizes(spec.rollout.waves, len(p.nodes))
-            health_now = replace(health_now, expected=sizes[min(wave, len(sizes) - 1)])
+            due = sizes[min(wave, len(sizes) - 1)]
+            allowed = due * (100 - spec.rollout.success_threshold) // 100
+            held = frozenset(_held(state, p.target.name) if state.revision == rev else ())
+            health_now = replace(health_now, expected=due, allowed_failures=allowed,
+                                 held=held & frozenset(p.nodes))  # fmt: skip
         health.append(health_now)
     return health
 
@@ -240,13 +263,53 @@ def _move_pods(
     labels = {n.name: n.labels for n in nodes}
     order = node_order(placement.nodes, labels, spec.rollout.canary_selector)
     total = len(order)
+    held = set(_held(plan.state, placement.target.name))
+    order = [n for n in order if n not in held]  # their pods belong to the held DaemonSet
     if plan.action is Action.ROLL_FORWARD:
         sizes = wave_sizes(spec.rollout.waves, total)
         upto = sizes[min(plan.state.wave, len(sizes) - 1)]
         budget = unavailable_budget(spec.rollout.max_unavailable, total)
     else:  # promote, steady, roll back, hold stable: converge every node at once
         upto, budget = total, total
-    return pods_to_replace(order, upto, pods, revision, budget)
+    return pods_to_replace(order, upto - len(held), pods, revision, budget)
+
+
+def _holdback(
+    previous: Mapping[str, Any], state: RolloutState, stable_images: Mapping[str, str],
+    stable_archs: Mapping[str, Sequence[str]],
+) -> dict[str, Any] | None:  # fmt: skip
+    """What held-back nodes run: the stable revision of when the first node was held
+    (kept after the new one is promoted), or None when no node is held or there is no
+    stable revision to hold them on."""
+    if not state.held:
+        return None
+    kept = previous.get("heldBack")
+    if kept:
+        return dict(kept)
+    if not state.stable_spec or not state.stable_revision:
+        return None
+    return {"revision": state.stable_revision, "spec": dict(state.stable_spec),
+            "images": dict(stable_images), "architectures": dict(stable_archs)}  # fmt: skip
+
+
+def _held_workloads(
+    owner: Owner, holdback: Mapping[str, Any], state: RolloutState, nodes: Sequence[NodeInfo],
+    settings: PlanSettings, workload_settings: WorkloadSettings,
+    server_archs: Mapping[str, Sequence[str]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """A DaemonSet per target with held nodes, running the held-back revision there only."""
+    try:
+        spec = parse_spec(holdback["spec"])
+    except InvalidSpec:
+        return []  # a spec this version cannot read: the nodes stay out of the rollout
+    out = []
+    for placement in _place(spec, nodes, settings, holdback.get("architectures") or {},
+                            server_archs):  # fmt: skip
+        held = _held(state, placement.target.name)
+        if held and _per_node(placement):
+            out.append(build_workload(owner, spec, placement, workload_settings,
+                                      holdback["revision"], Nodes(only=held)))  # fmt: skip
+    return out
 
 
 def _images_pending(
@@ -323,10 +386,7 @@ def plan(
     candidate = _place(spec, nodes, settings, archs, server_archs)
     state = state_from_status(previous)
     policy = _policy(spec)
-    ready_since = state.ready_since if state.revision == rev else None
-    wave = state.wave if state.revision == rev else 0
-    health = _health(name, rev, spec, candidate, observed, wave, ready_since,
-                     policy.failure_threshold)  # fmt: skip
+    health = _health(name, rev, spec, candidate, observed, state, policy.failure_threshold)
     decision = decide(rev, raw_spec, state, health, policy, now)
 
     run_spec, run_rev, run_pinned, run_archs = spec, rev, pinned, archs
@@ -341,6 +401,7 @@ def plan(
         except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
             pass
     placements = _place(run_spec, nodes, settings, run_archs, server_archs)
+    holdback = _holdback(previous, decision.state, stable_images, stable_archs)
 
     result = Pass(status={}, action=decision.action.value)
     owner = _owner(body)
@@ -349,9 +410,15 @@ def plan(
         servers={acc: s.reference for acc, s in servers.items()},
     )  # fmt: skip
     desired: list[dict[str, Any]] = []
+    if holdback is not None:
+        desired += _held_workloads(owner, holdback, decision.state, nodes, settings,
+                                   replace(workload_settings, pinned=holdback["images"]),
+                                   server_archs)  # fmt: skip
     by_target: dict[str, TargetObservation] = {}
     for placement in placements:
-        workload = build_workload(owner, run_spec, placement, workload_settings, run_rev)
+        skip = _held(decision.state, placement.target.name) if holdback is not None else ()
+        workload = build_workload(owner, run_spec, placement, workload_settings, run_rev,
+                                  Nodes(skip=skip))  # fmt: skip
         service = build_service(owner, run_spec, placement)
         desired += [workload, service]
         target = placement.target.name
@@ -364,8 +431,10 @@ def plan(
             endpoints=ready_endpoints(observed.endpoint_slices, svc),
             pending=needs_apply(workload, live),
             precision=placement.precision if optimized else ORIGINAL,
+            nodes=frozenset(placement.nodes) if _per_node(placement) else None,
+            held=len(set(_held(decision.state, target)) & set(placement.nodes)),
         )  # fmt: skip
-        if _in_waves(run_spec, placement):
+        if _paced(run_spec, placement):
             moving = _move_pods(run_spec, placement, nodes, decision, run_rev, pods)
             result.delete += [("Pod", pod) for pod in moving]
             if moving:
@@ -396,6 +465,11 @@ def plan(
         observed=by_target, previous=previous, now=now,
     )  # fmt: skip
     result.events += annotate_rollout(status, decision, rev, generation, now)
+    status["rollout"]["progress"] = rollout_progress(placements, by_target, rev, decision.state)
+    if holdback is not None:
+        status["heldBack"] = holdback
+    if decision.action is Action.STEADY:
+        result.events += catch_up_events(previous, status, run_rev)
     if images is not None:
         built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
         status["conditions"] = c.set_condition(

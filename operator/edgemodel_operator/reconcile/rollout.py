@@ -3,7 +3,11 @@
 A new revision rolls forward; it is promoted to stable once every target has been fully
 Ready for a stabilization window; a gate failing (crash loops, readiness lost, the progress
 deadline passed) rolls back to the stable revision, or holds when there is none. A failed
-revision is remembered and not retried until the spec asks for another one."""
+revision is remembered and not retried until the spec asks for another one.
+
+Per-node targets may have a success threshold below 100 %: nodes failing within what it
+allows are held back on the stable revision (and reported), the rest of the fleet goes on.
+Unavailable nodes (offline, cordoned) are left out of every count."""
 
 from __future__ import annotations
 
@@ -41,6 +45,29 @@ class FailedRevision:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What one pod shows, and the node it is on ("" before it is scheduled)."""
+
+    node: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class HeldNode:
+    """A node that failed the rollout within the success threshold: it stays on (or goes
+    back to) the stable revision while the rest of the fleet moves on."""
+
+    target: str
+    node: str
+    reason: str  # the gate it failed: CrashLooping, ProbeFailed, ReadinessLost, ...
+    evidence: str
+    since: str
+
+
+@dataclass(frozen=True)
 class RolloutState:
     """What status remembers between reconciles (and across operator restarts)."""
 
@@ -53,6 +80,8 @@ class RolloutState:
     wave: int = 0  # the wave under way, for perNode targets rolled out in waves
     wave_started_at: str | None = None  # the progress deadline counts per wave
     paused_at: str | None = None  # since when a target's nodes are all unavailable
+    held: tuple[HeldNode, ...] = ()  # nodes failing within the success threshold
+    completed_at: str | None = None  # when the revision was promoted
 
     def failure(self, revision: str) -> FailedRevision | None:
         return next((f for f in self.failed if f.revision == revision), None)
@@ -66,17 +95,29 @@ class TargetHealth:
     desired: int
     ready: int  # Ready pods of the candidate revision
     settled: bool  # the workload controller has seen the latest template
-    not_ready: tuple[str, ...] = ()  # "pod p on node n" for candidate pods not Ready
-    crashing: tuple[str, ...] = ()  # "pod p on node n: CrashLoopBackOff (5 restarts)"
-    lost: tuple[str, ...] = ()  # pods that were Ready and are not any more
+    not_ready: tuple[Evidence, ...] = ()  # "pod p on node n" for candidate pods not Ready
+    crashing: tuple[Evidence, ...] = ()  # "pod p on node n: CrashLoopBackOff (5 restarts)"
+    lost: tuple[Evidence, ...] = ()  # pods that were Ready and are not any more
     expected: int | None = None  # pods due on the revision in the current wave; None: all
-    probe_failed: tuple[str, ...] = ()  # "pod p on node n: what the active probe saw"
+    probe_failed: tuple[Evidence, ...] = ()  # "pod p on node n: what the active probe saw"
     blocked: str = ""  # why it cannot progress now: every node it runs on is unavailable
+    allowed_failures: int = 0  # nodes due now that may fail (the success threshold)
+    held: frozenset[str] = frozenset()  # its nodes held back: done, on the stable revision
 
     @property
     def healthy(self) -> bool:
         due = self.desired if self.expected is None else self.expected
-        return self.settled and self.ready >= due
+        return self.settled and self.ready + len(self.held) >= due
+
+    def without(self, nodes: frozenset[str]) -> TargetHealth:
+        """This health once `nodes` are held back: their evidence no longer counts."""
+
+        def keep(items: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
+            return tuple(e for e in items if e.node not in nodes)
+
+        return replace(self, not_ready=keep(self.not_ready), crashing=keep(self.crashing),
+                       lost=keep(self.lost), probe_failed=keep(self.probe_failed),
+                       held=self.held | nodes)  # fmt: skip
 
     @property
     def final(self) -> bool:
@@ -90,6 +131,7 @@ class Policy:
     stabilization_seconds: int  # a promoted revision was Ready at least this long
     auto_rollback: bool
     failure_threshold: int  # restarts that count as a crash loop
+    success_threshold: int = 100  # percent of a wave's available nodes that must succeed
 
 
 @dataclass(frozen=True)
@@ -135,28 +177,69 @@ def _pause_or_resume(
     return state, None
 
 
+# The gates evidence can fail, in the order they are checked: reason, what the pods did,
+# the TargetHealth field holding the evidence.
+GATES = (
+    ("CrashLooping", "crash-looping", "crashing"),
+    ("ProbeFailed", "failed the active probe", "probe_failed"),
+    ("ReadinessLost", "stopped being Ready", "lost"),
+)
+DEADLINE = "ProgressDeadlineExceeded"
+
+
+def _deadline_passed(policy: Policy, state: RolloutState, now: datetime) -> bool:
+    return _since(now, state.wave_started_at or state.started_at) > policy.progress_deadline_seconds
+
+
+def hold_back(
+    health: Sequence[TargetHealth], policy: Policy, state: RolloutState, now: datetime
+) -> tuple[RolloutState, list[TargetHealth]]:
+    """Hold back the failing nodes of targets whose success threshold allows them (those
+    past the deadline included), so that the gates judge the rest; a target with more
+    failing nodes than allowed is left as it is and fails its gate."""
+    late = _deadline_passed(policy, state, now)
+    held = list(state.held)
+    judged = []
+    for h in health:
+        h = h.without(h.held)  # a held node's leftover pods do not count
+        if h.allowed_failures <= 0:
+            judged.append(h)
+            continue
+        failing: dict[str, tuple[str, str]] = {}
+        for reason, _, field_ in GATES:
+            for e in getattr(h, field_):
+                if e.node and e.node not in h.held:
+                    failing.setdefault(e.node, (reason, e.text))
+        if late:
+            for e in h.not_ready:
+                if e.node and e.node not in h.held:
+                    failing.setdefault(e.node, (DEADLINE, f"{e.text}: not Ready in time"))
+        if not failing or len(h.held) + len(failing) > h.allowed_failures:
+            judged.append(h)
+            continue
+        stamp = timestamp(now)
+        held += [HeldNode(h.name, node, reason, text[:300], stamp)
+                 for node, (reason, text) in sorted(failing.items())]  # fmt: skip
+        judged.append(h.without(frozenset(failing)))
+    return replace(state, held=tuple(held)), judged
+
+
 def gate_failure(
     health: Sequence[TargetHealth], policy: Policy, state: RolloutState, now: datetime
 ) -> tuple[str, str, tuple[str, ...]] | None:
     """The first failing gate as (reason, message, evidence), or None while all pass."""
-    crashing = [f"{h.name}: {c}" for h in health for c in h.crashing]
-    if crashing:
-        return "CrashLooping", f"{len(crashing)} pod(s) crash-looping", tuple(crashing)
-    probed = [f"{h.name}: {p}" for h in health for p in h.probe_failed]
-    if probed:
-        return "ProbeFailed", f"{len(probed)} pod(s) failed the active probe", tuple(probed)
-    lost = [f"{h.name}: {p}" for h in health for p in h.lost]
-    if lost:
-        return "ReadinessLost", f"{len(lost)} pod(s) stopped being Ready", tuple(lost)
-    waited = _since(now, state.wave_started_at or state.started_at)
-    if waited > policy.progress_deadline_seconds and not all(h.healthy for h in health):
-        stuck = [f"{h.name}: {p}" for h in health for p in h.not_ready]
+    for reason, what, field_ in GATES:
+        found = [f"{h.name}: {e}" for h in health for e in getattr(h, field_)]
+        if found:
+            return reason, f"{len(found)} pod(s) {what}", tuple(found[:MAX_EVIDENCE])
+    if _deadline_passed(policy, state, now) and not all(h.healthy for h in health):
+        stuck = [f"{h.name}: {p}" for h in health for p in h.not_ready][:MAX_EVIDENCE]
         short = [f"{h.name} {h.ready}/{h.desired} Ready" for h in health if not h.healthy]
         message = (
             f"not Ready within the {policy.progress_deadline_seconds}s progress deadline "
             f"({', '.join(short)})"
         )
-        return "ProgressDeadlineExceeded", message, tuple(stuck)
+        return DEADLINE, message, tuple(stuck)
     return None
 
 
@@ -193,20 +276,31 @@ def decide(
         steady = replace(state, revision=revision, stable_spec=spec)
         return Plan(Action.STEADY, revision, steady)
 
-    if state.revision != revision:  # a new rollout starts now
+    if state.revision != revision:  # a new rollout starts now; held nodes get another chance
         state = replace(state, revision=revision, started_at=stamp, ready_since=None, wave=0,
-                        wave_started_at=None, paused_at=None)  # fmt: skip
+                        wave_started_at=None, paused_at=None, held=(),
+                        completed_at=None)  # fmt: skip
 
     state, waiting = _pause_or_resume(revision, state, health, now)
     if waiting is not None:
         return waiting
+
+    before = len(state.held)
+    state, health = hold_back(health, policy, state, now)
+    if len(state.held) > before:
+        fresh = state.held[before:]
+        message = (f"{len(fresh)} node(s) failed within the success threshold and are held "
+                   "back on the stable revision; the rest of the rollout goes on")  # fmt: skip
+        evidence = tuple(f"{x.target}: {x.evidence}" for x in fresh[:MAX_EVIDENCE])
+        return Plan(Action.ROLL_FORWARD, revision, replace(state, ready_since=None), "HeldBack",
+                    message, evidence)  # fmt: skip
 
     failure = gate_failure(health, policy, state, now)
     if failure is not None:
         reason, message, evidence = failure
         remembered = FailedRevision(revision, reason, message, stamp)
         failed_list = (*state.failed, remembered)[-MAX_FAILED_REMEMBERED:]
-        after = replace(state, failed=failed_list, ready_since=None)
+        after = replace(state, failed=failed_list, ready_since=None, held=())
         if has_stable and policy.auto_rollback:
             return Plan(Action.ROLL_BACK, state.stable_revision or revision, after,
                         reason, message, evidence)  # fmt: skip
@@ -224,7 +318,7 @@ def decide(
         return Plan(Action.ROLL_FORWARD, revision, after, "NextWave",
                     f"Wave {wave} passed its gates; starting wave {wave + 1}")  # fmt: skip
     if _since(now, ready_since) >= policy.stabilization_seconds:
-        promoted = replace(state, stable_revision=revision, stable_spec=spec)
+        promoted = replace(state, stable_revision=revision, stable_spec=spec, completed_at=stamp)
         return Plan(Action.PROMOTE, revision, promoted)
     return Plan(Action.ROLL_FORWARD, revision, state)
 
@@ -242,9 +336,14 @@ def pod_revision(pod: Mapping[str, Any]) -> str | None:
     return ((pod.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
 
 
-def _where(pod: Mapping[str, Any]) -> str:
-    node = (pod.get("spec") or {}).get("nodeName") or "no node yet"
-    return f"pod {pod['metadata']['name']} on {node}"
+def _node(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def _where(pod: Mapping[str, Any], why: str = "") -> Evidence:
+    node = _node(pod)
+    text = f"pod {pod['metadata']['name']} on {node or 'no node yet'}"
+    return Evidence(node, f"{text}: {why}" if why else text)
 
 
 def crash(pod: Mapping[str, Any], failure_threshold: int) -> str | None:
@@ -274,27 +373,29 @@ def target_health(
     pods: Sequence[Mapping[str, Any]],
     ready_since: str | None,
     failure_threshold: int,
+    nodes: frozenset[str] | None = None,
 ) -> TargetHealth:
     """Health of one target's pods of `revision`. `ready_since`: since when the target has
     been Ready on this revision (None: it has not been); a pod that was there then and
-    has turned not Ready since has lost its readiness."""
+    has turned not Ready since has lost its readiness. `nodes`: for a per-node target, the
+    available nodes it runs on; pods on others (offline, cordoned) are not counted."""
     mine = [
         p
         for p in pods
-        if pod_revision(p) == revision and not p["metadata"].get("deletionTimestamp")
+        if pod_revision(p) == revision
+        and not p["metadata"].get("deletionTimestamp")
+        and (nodes is None or _node(p) in nodes)
     ]
     not_ready = [p for p in mine if not pod_ready(p)]
-    crashing = [f"{_where(p)}: {why}" for p in mine if (why := crash(p, failure_threshold))]
-    probed = [f"{_where(p)}: {why}" for p in mine if (why := probe_failure(p))]
     return TargetHealth(
         name=name,
         desired=desired,
         ready=len(mine) - len(not_ready),
         settled=settled,
-        not_ready=tuple(_where(p) for p in not_ready[:MAX_EVIDENCE]),
-        crashing=tuple(crashing[:MAX_EVIDENCE]),
-        probe_failed=tuple(probed[:MAX_EVIDENCE]),
-        lost=tuple(_where(p) for p in not_ready if _lost(p, ready_since))[:MAX_EVIDENCE],
+        not_ready=tuple(_where(p) for p in not_ready),
+        crashing=tuple(_where(p, why) for p in mine if (why := crash(p, failure_threshold))),
+        probe_failed=tuple(_where(p, why) for p in mine if (why := probe_failure(p))),
+        lost=tuple(_where(p) for p in not_ready if _lost(p, ready_since)),
     )
 
 
@@ -320,6 +421,12 @@ def state_from_status(status: Mapping[str, Any]) -> RolloutState:
         wave=max(0, int(rollout.get("wave", 1)) - 1),
         wave_started_at=rollout.get("waveStartedAt"),
         paused_at=rollout.get("pausedAt"),
+        completed_at=rollout.get("completedAt"),
+        held=tuple(
+            HeldNode(h.get("target", ""), h.get("node", ""), h.get("reason", ""),
+                     h.get("evidence", ""), h.get("since", ""))
+            for h in rollout.get("heldNodes") or []
+        ),
         stable_revision=stable.get("revision"),
         stable_spec=stable.get("spec"),
         failed=tuple(
@@ -343,6 +450,12 @@ def state_to_status(state: RolloutState) -> dict[str, Any]:
                 "wave": state.wave + 1 if state.wave_started_at else None,
                 "waveStartedAt": state.wave_started_at,
                 "pausedAt": state.paused_at,
+                "completedAt": state.completed_at,
+                "heldNodes": [
+                    {"target": h.target, "node": h.node, "reason": h.reason,
+                     "evidence": h.evidence, "since": h.since}
+                    for h in state.held
+                ],
             }.items()
             if v
         },

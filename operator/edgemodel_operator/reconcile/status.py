@@ -8,8 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from edgemodel_operator.api import conditions as c
+from edgemodel_operator.api.names import HELD_LABEL
 from edgemodel_operator.reconcile.placement import Placement, no_image_text, unavailable_text
-from edgemodel_operator.reconcile.rollout import Action, Plan, state_to_status
+from edgemodel_operator.reconcile.rollout import (
+    Action,
+    Plan,
+    RolloutState,
+    pod_ready,
+    pod_revision,
+    state_to_status,
+)
 from edgemodel_operator.reconcile.workloads import running_image, workload_name
 
 MAX_NODES_LISTED = 20
@@ -23,6 +31,8 @@ class TargetObservation:
     endpoints: int = 0  # its ready endpoints
     pending: bool = False  # the workload was just (re)written: its status is not yet about it
     precision: str = ""  # what it serves; "original": the model as published, not optimized
+    nodes: frozenset[str] | None = None  # a per-node target's available nodes; None: replicas
+    held: int = 0  # of those, nodes held back on the stable revision
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,9 @@ class Counts:
     ready: int
     updated: int
     current: bool  # the controller has seen the latest generation of the workload
+    failed: int = 0  # nodes held back on the stable revision (a per-node target)
+    outdated: int = 0  # available nodes whose pod runs another revision (a per-node target)
+    updated_ready: int = 0  # pods on the running revision and Ready
 
 
 def counts(workload: Mapping[str, Any] | None) -> Counts:
@@ -58,6 +71,28 @@ def counts(workload: Mapping[str, Any] | None) -> Counts:
         ready=int(status.get("readyReplicas", 0)),
         updated=int(status.get("updatedReplicas", 0)),
         current=current,
+    )
+
+
+def node_counts(seen: TargetObservation, revision: str | None = None) -> Counts:
+    """A per-node target counted over its available nodes (offline and cordoned ones left
+    out): pods there, on `revision` (default: the one its workload runs), and Ready."""
+    base = counts(seen.workload)
+    nodes = seen.nodes or frozenset()
+    template = ((seen.workload or {}).get("spec") or {}).get("template") or {}
+    running = revision or pod_revision(template)
+    here = [p for p in seen.pods if (p.get("spec") or {}).get("nodeName") in nodes
+            and not (p.get("metadata") or {}).get("deletionTimestamp")]  # fmt: skip
+    main = [p for p in here if HELD_LABEL not in ((p.get("metadata") or {}).get("labels") or {})]
+    updated = [p for p in main if pod_revision(p) == running]
+    return Counts(
+        desired=len(nodes),
+        ready=sum(1 for p in here if pod_ready(p)),
+        updated=len(updated),
+        current=base.current,
+        failed=seen.held,
+        outdated=len(main) - len(updated),
+        updated_ready=sum(1 for p in updated if pod_ready(p)),
     )
 
 
@@ -89,7 +124,7 @@ def _target_ready(counts_: Counts, placement: Placement) -> bool:
         placement.has_nodes
         and counts_.current
         and counts_.ready >= counts_.desired
-        and counts_.updated >= counts_.desired
+        and counts_.updated + counts_.failed >= counts_.desired
     )
 
 
@@ -109,7 +144,7 @@ def build_status(
     blocked: list[str] = []  # pods the scheduler cannot place (device taken, too little CPU)
     for p in placements:
         seen = observed.get(p.target.name, TargetObservation(None))
-        n = counts(seen.workload)
+        n = counts(seen.workload) if seen.nodes is None else node_counts(seen)
         if seen.pending:
             n = replace(n, current=False)
         nodes = _nodes(seen.pods)
@@ -130,6 +165,8 @@ def build_status(
                 "service": seen.service,
                 "endpoints": seen.endpoints,
                 "unavailable": len(p.unavailable),
+                "failed": n.failed,
+                "outdated": n.outdated,
                 "noImage": len(p.no_image),
             }
         )
@@ -287,6 +324,17 @@ def annotate_rollout(
         status["phase"] = "Failed"
     else:
         put(c.ROLLED_BACK_TYPE, False, c.AS_EXPECTED, f"Serving revision {rev}")
+        if plan.state.held:
+            shown = "; ".join(f"{h.node} ({h.target}: {h.reason}: {h.evidence})"
+                              for h in plan.state.held[:5])  # fmt: skip
+            more = len(plan.state.held) - 5
+            put(c.DEGRADED, True, c.NODES_HELD_BACK, f"{len(plan.state.held)} node(s) failed "
+                f"revision {rev} within the success threshold and stay on the stable "
+                f"revision: {shown}" + (f" and {more} more" if more > 0 else ""))  # fmt: skip
+        if plan.reason == "HeldBack":
+            events.append(EventSpec("Warning", c.NODES_HELD_BACK, f"{plan.message}.{evidence}"))
+        elif plan.reason == "NextWave":
+            events.append(EventSpec("Normal", "NextWave", plan.message))
         if plan.action is Action.PROMOTE:
             events.append(EventSpec("Normal", "Promoted", f"Revision {rev} passed its health "
                                     "gates and is now the stable revision"))  # fmt: skip
@@ -299,3 +347,65 @@ def annotate_rollout(
     status["conditions"] = conds
     status.update(state_to_status(plan.state))
     return events
+
+
+def catch_up_events(
+    previous: Mapping[str, Any], status: Mapping[str, Any], revision: str
+) -> list[EventSpec]:
+    """Once a rollout is done, a node that comes back (it was offline or cordoned) still
+    runs an older revision; its pod is replaced. Say so when that starts and ends."""
+    before = {t.get("name"): int(t.get("outdated", 0)) for t in previous.get("targets") or []}
+    events = []
+    for t in status.get("targets") or []:
+        was, now = before.get(t["name"], 0), int(t.get("outdated", 0))
+        if now and not was:
+            events.append(EventSpec("Normal", "CatchingUp", f"Target {t['name']}: {now} node(s) "
+                                    f"back online run an older revision; moving them to "
+                                    f"{revision}"))  # fmt: skip
+        elif was and not now:
+            events.append(EventSpec("Normal", "CaughtUp", f"Target {t['name']}: every "
+                                    f"available node runs {revision}"))  # fmt: skip
+    return events
+
+
+def rollout_progress(
+    placements: Sequence[Placement],
+    observed: Mapping[str, TargetObservation],
+    revision: str,
+    state: RolloutState,
+) -> dict[str, Any]:
+    """How far the rollout of `revision` got, in what a fleet owner counts: nodes for
+    per-node targets (pods when the model has none), updated (on the revision and Ready),
+    failed (held back), unavailable (offline or cordoned), and how long it took."""
+    per_node = [p for p in placements if p.target.placement == "perNode"]
+    total = updated = failed = unavailable = 0
+    for p in per_node or placements:
+        seen = observed.get(p.target.name, TargetObservation(None))
+        if per_node:
+            n = node_counts(seen, revision)
+            total += n.desired + len(p.unavailable)
+            updated, failed = updated + n.updated_ready, failed + n.failed
+            unavailable += len(p.unavailable)
+        else:
+            total += max(p.target.replicas, 1)
+            updated += sum(1 for x in seen.pods if pod_revision(x) == revision and pod_ready(x))
+    unit = "nodes" if per_node else "pods"
+    share = 100.0 * updated / total if total else 0.0
+    progress: dict[str, Any] = {
+        "unit": unit,
+        "total": total,
+        "updated": updated,
+        "failed": failed,
+        "unavailable": unavailable,
+        "percent": round(share, 1),
+        "summary": f"{updated:,} of {total:,} {unit} updated ({share:.1f} %), "
+        f"{unavailable:,} unavailable, {failed:,} failed",
+    }
+    if state.completed_at and state.started_at and state.revision == revision:
+        took = _parse(state.completed_at) - _parse(state.started_at)
+        progress["durationSeconds"] = int(took.total_seconds())
+    return progress
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")

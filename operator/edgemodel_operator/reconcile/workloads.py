@@ -16,6 +16,7 @@ from typing import Any
 
 from edgemodel_operator.api.names import (
     ACCELERATOR_LABEL,
+    HELD_LABEL,
     MANAGED_BY,
     MODEL_LABEL,
     PROBE_CONDITION,
@@ -208,9 +209,39 @@ def child(
     return body
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """Which of its placement's nodes a DaemonSet covers: all but `skip` (the nodes held
+    back on the stable revision), or `only` those (the DaemonSet holding them back)."""
+
+    skip: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+
+
+HELD_SUFFIX = "-held"  # the DaemonSet that keeps held-back nodes on the stable revision
+
+
+def _node_affinity(placement: Placement, nodes: Nodes) -> dict[str, Any] | None:
+    term: dict[str, Any] = {}
+    if placement.archs is not None:  # only the architectures its image serves
+        term["matchExpressions"] = [
+            {"key": "kubernetes.io/arch", "operator": "In", "values": list(placement.archs)}
+        ]
+    if nodes.only or nodes.skip:
+        operator, names = ("In", nodes.only) if nodes.only else ("NotIn", nodes.skip)
+        term["matchFields"] = [
+            {"key": "metadata.name", "operator": operator, "values": sorted(names)}
+        ]
+    if not term:
+        return None
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [term]}}}  # fmt: skip
+
+
 def _pod_spec(
-    spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str
-) -> dict[str, Any]:
+    spec: EdgeModelSpec, placement: Placement, settings: WorkloadSettings, model: str,
+    nodes: Nodes,
+) -> dict[str, Any]:  # fmt: skip
     image, carries_model = image_for(placement, settings)
     # A fetched model is served as published: the requested precision needs an image build.
     precision = placement.precision if carries_model else ORIGINAL
@@ -244,11 +275,8 @@ def _pod_spec(
         pod_spec["runtimeClassName"] = placement.runtime_class
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.archs is not None:  # only the architectures its image serves
-        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/arch", "operator": "In", "values": list(placement.archs)}
-            ]}]}}}  # fmt: skip
+    if (affinity := _node_affinity(placement, nodes)) is not None:
+        pod_spec["affinity"] = affinity
     if placement.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     return pod_spec
@@ -257,7 +285,7 @@ def _pod_spec(
 def _update_strategy(spec: EdgeModelSpec, placement: Placement) -> dict[str, Any]:
     """How a DaemonSet moves its nodes to a new revision."""
     max_unavailable = spec.rollout.max_unavailable
-    if spec.rollout.waves:  # the operator moves nodes wave by wave (reconcile/waves.py)
+    if spec.rollout.paced:  # the operator moves nodes itself (reconcile/waves.py)
         return {"type": "OnDelete"}
     if placement.resource:  # the device is taken: the pod is replaced in place
         return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}
@@ -272,15 +300,19 @@ def build_workload(
     placement: Placement,
     settings: WorkloadSettings,
     revision: str,
+    nodes: Nodes = Nodes(),
 ) -> dict[str, Any]:
     target = placement.target
     labels = target_labels(owner, spec, placement)
+    selector = pod_selector(owner, placement)
+    if nodes.only:  # its pods stand apart from the main DaemonSet's
+        labels[HELD_LABEL] = selector[HELD_LABEL] = "true"
     template = {
         "metadata": {"labels": dict(labels), "annotations": {REVISION_ANNOTATION: revision}},
-        "spec": _pod_spec(spec, placement, settings, owner.name),
+        "spec": _pod_spec(spec, placement, settings, owner.name, nodes),
     }
     workload_spec: dict[str, Any] = {
-        "selector": {"matchLabels": pod_selector(owner, placement)},
+        "selector": {"matchLabels": selector},
         "template": template,
         "revisionHistoryLimit": 5,
     }
@@ -300,7 +332,7 @@ def build_workload(
             "type": "RollingUpdate",
             "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": surge},
         }
-    name = workload_name(owner.name, target.name)
+    name = workload_name(owner.name, target.name) + (HELD_SUFFIX if nodes.only else "")
     return child(owner, "apps/v1", kind, name, labels, workload_spec,
                  {REVISION_ANNOTATION: revision})  # fmt: skip
 
