@@ -1,13 +1,14 @@
 # The operator image: the edgemodel_operator package with its optimize extra (model
-# conversion and quantization) in a venv, the model-server build context, non-root.
+# conversion and quantization) and its signing extra (model signatures checked, built images
+# signed) in a venv, the model-server build context, non-root.
 #
 # Build context (.dockerignore keeps everything else out):
 #   pyproject.toml, README.md, operator/   the package
 #   images/                                Dockerfile.model and the image profiles, which
 #                                          the operator builds per-accelerator images from
 #   wheels/*.whl (optional)                for an air-gapped build: CPython 3.11 manylinux
-#                                          wheels of the dependencies, the optimize extra and
-#                                          the build backend (setuptools, wheel), as
+#                                          wheels of the dependencies, the optimize and
+#                                          signing extras and the build backend (setuptools, wheel), as
 #                                          `hack/imagekit.py wheels operator` downloads them
 # With wheels/ nothing is downloaded (pip --no-index); without it pip installs from
 # PIP_INDEX_URL (a mirror or proxy of PyPI). BASE_IMAGE may name a local or mirrored base
@@ -36,7 +37,7 @@ RUN if ls ./*.whl >/dev/null 2>&1; then \
     fi \
  && mkdir operator \
  && python3 -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install --quiet $(cat /src/.pip-source) ".[optimize]"
+ && /opt/venv/bin/python -m pip install --quiet $(cat /src/.pip-source) ".[optimize,signing]"
 # Then the package. Afterwards pip and setuptools leave the venv, and so do two parts
 # nothing imports: the kubernetes client's asyncio copy (kubernetes/aio, ~70 MB with
 # bytecode; kopf talks to the API server itself) and onnx's backend conformance test data
@@ -47,7 +48,8 @@ RUN /opt/venv/bin/python -m pip install --quiet --no-deps --force-reinstall \
  && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools \
  && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
            /opt/venv/lib/python3*/site-packages/onnx/backend/test \
- && /opt/venv/bin/python -c "import edgemodel_operator.__main__, edgemodel_operator.optimize"
+ && /opt/venv/bin/python -c "import edgemodel_operator.__main__, edgemodel_operator.optimize, \
+        edgemodel_operator.adapters.signing, edgemodel_operator.adapters.model_signatures, model_signing"
 
 # The image itself: the base, the venv (without pip and the wheels that made it), and the
 # images/ folder (Dockerfile.model for builder "docker", the profiles). EDGEMODEL_WORK_DIR

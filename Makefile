@@ -39,6 +39,10 @@ helm: ## Build the pinned Helm 3 into ~/.cache (once)
 argocd: ## Build the pinned Argo CD and unpack Debian's redis into ~/.cache (once)
 	@hack/build-argocd.sh >/dev/null
 
+.PHONY: cosign
+cosign: ## Build the pinned cosign into ~/.cache (once): the tests verify the operator's signatures with it
+	@hack/build-cosign.sh >/dev/null
+
 .PHONY: chart-crds
 chart-crds: ## Copy crds/ into the Helm chart (run after changing the CRD)
 	@hack/sync-chart-crds.sh
@@ -106,7 +110,7 @@ unit: venv ## Unit tests only (no cluster)
 	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: test
-test: deps venv tools helm argocd lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
+test: deps venv tools helm argocd cosign lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
 	$(PY) -m pytest tests bench/test_bench_smoke.py $(PYTEST_ARGS)
 
 SUITE ?= all

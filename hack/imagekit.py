@@ -673,15 +673,16 @@ def wheels_dir(accelerator: str) -> Path:
 
 
 def operator_requirements() -> tuple[str, ...]:
-    """What the operator image installs (Dockerfile, `pip install '.[optimize]'` with
-    --no-index): the build backend, the dependencies and the optimize extra, from
-    pyproject.toml."""
+    """What the operator image installs (Dockerfile, `pip install '.[optimize,signing]'`
+    with --no-index): the build backend, the dependencies and the optimize and signing
+    extras, from pyproject.toml."""
     try:
         pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
         return (
             *pyproject["build-system"]["requires"],
             *pyproject["project"]["dependencies"],
             *pyproject["project"]["optional-dependencies"]["optimize"],
+            *pyproject["project"]["optional-dependencies"]["signing"],
         )
     except (OSError, KeyError, tomllib.TOMLDecodeError) as err:
         raise KitError(

@@ -7,6 +7,7 @@ import sys
 
 import kopf
 
+from edgemodel_operator import wiring
 from edgemodel_operator.config import ConfigError, load_config
 from edgemodel_operator.handlers import edgemodel
 from edgemodel_operator.logs import configure_logging
@@ -15,6 +16,7 @@ from edgemodel_operator.logs import configure_logging
 def main() -> int:
     try:
         config = load_config(os.environ)  # fail fast, before connecting anywhere
+        wiring.check_keys(config)
     except ConfigError as err:
         print(f"edgemodel-operator: invalid configuration: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from edgemodel_operator import __version__
 from edgemodel_operator.api.accelerators import AcceleratorProfile, parse_profiles
+from edgemodel_operator.reconcile.signatures import POLICIES
 
 DEFAULT_SERVER_IMAGE = "edgemodel-server:" + __version__ + "-{accelerator}"
 
@@ -53,6 +54,21 @@ class BuildConfig:
     work_dir: str  # model downloads, variants and unpacked images, a cache keyed by digest
     docker_host: str = ""  # the Docker Engine API (builder docker)
     context_dir: str = "images"  # holds Dockerfile.model (builder docker)
+    signing: SigningConfig = field(default_factory=lambda: SigningConfig())
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    """Model signatures checked before a build; built images signed, attested and verified
+    before they are pinned. Paths name mounted Secrets; keys are read at start-up."""
+
+    model_policy: str = "optional"  # optional (check what the spec names) | required
+    model_keys: str = ""  # PEM public keys of trusted model publishers: a file or a folder
+    image_key: str = ""  # PEM ECDSA P-256 private key that signs built images
+    image_key_password: str = field(default="", repr=False)
+    image_verify_keys: str = ""  # PEM public keys images must be signed by; else image_key's
+    image_policy: str = "off"  # off | warn | enforce, operator-wide
+    image_namespace_policies: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -158,6 +174,12 @@ def _builds(env: Mapping[str, str]) -> BuildConfig | None:
     if builder not in ("registry", "docker", "off"):
         raise ConfigError(f"EDGEMODEL_BUILDER must be registry, docker or off, got {builder!r}")
     if builder == "off":
+        given = [name for name in SIGNING_VARIABLES if env.get(name, "").strip()]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} apply to images the operator builds, and builds are off "
+                "(set EDGEMODEL_REGISTRY_URL, or unset them)"
+            )
         return None
     if not registry:
         raise ConfigError(
@@ -180,6 +202,52 @@ def _builds(env: Mapping[str, str]) -> BuildConfig | None:
         work_dir=env.get("EDGEMODEL_WORK_DIR", f"{cache}/edgemodel-operator/work"),
         docker_host=docker_host,
         context_dir=env.get("EDGEMODEL_BUILD_CONTEXT", "images"),
+        signing=_signing(env),
+    )
+
+
+SIGNING_VARIABLES = (
+    "EDGEMODEL_MODEL_SIGNATURE_POLICY", "EDGEMODEL_MODEL_KEYS", "EDGEMODEL_IMAGE_SIGNING_KEY",
+    "EDGEMODEL_IMAGE_VERIFY_KEYS", "EDGEMODEL_IMAGE_SIGNATURE_POLICY",
+    "EDGEMODEL_IMAGE_SIGNATURE_NAMESPACES",
+)  # fmt: skip
+
+
+def _signing(env: Mapping[str, str]) -> SigningConfig:
+    model_policy = env.get("EDGEMODEL_MODEL_SIGNATURE_POLICY", "optional").strip()
+    if model_policy not in ("optional", "required"):
+        raise ConfigError(
+            f"EDGEMODEL_MODEL_SIGNATURE_POLICY must be optional or required, got {model_policy!r}"
+        )
+    model_keys = env.get("EDGEMODEL_MODEL_KEYS", "").strip()
+    if model_policy == "required" and not model_keys:
+        raise ConfigError(
+            "EDGEMODEL_MODEL_SIGNATURE_POLICY=required needs EDGEMODEL_MODEL_KEYS (the public "
+            "keys of the model publishers the operator trusts)"
+        )
+    image_key = env.get("EDGEMODEL_IMAGE_SIGNING_KEY", "").strip()
+    verify_keys = env.get("EDGEMODEL_IMAGE_VERIFY_KEYS", "").strip()
+    has_keys = bool(image_key or verify_keys)
+    policy = env.get("EDGEMODEL_IMAGE_SIGNATURE_POLICY", "enforce" if has_keys else "off").strip()
+    namespaces = _labels(env, "EDGEMODEL_IMAGE_SIGNATURE_NAMESPACES")
+    for name, value in (("EDGEMODEL_IMAGE_SIGNATURE_POLICY", policy),
+                        *((f"EDGEMODEL_IMAGE_SIGNATURE_NAMESPACES ({ns})", v)
+                          for ns, v in namespaces.items())):  # fmt: skip
+        if value not in POLICIES:
+            raise ConfigError(f"{name} must be off, warn or enforce, got {value!r}")
+    if not has_keys and any(p != "off" for p in (policy, *namespaces.values())):
+        raise ConfigError(
+            "verifying image signatures (EDGEMODEL_IMAGE_SIGNATURE_POLICY warn or enforce) "
+            "needs EDGEMODEL_IMAGE_VERIFY_KEYS or EDGEMODEL_IMAGE_SIGNING_KEY"
+        )
+    return SigningConfig(
+        model_policy=model_policy,
+        model_keys=model_keys,
+        image_key=image_key,
+        image_key_password=env.get("EDGEMODEL_IMAGE_SIGNING_KEY_PASSWORD", ""),
+        image_verify_keys=verify_keys,
+        image_policy=policy,
+        image_namespace_policies=namespaces,
     )
 
 

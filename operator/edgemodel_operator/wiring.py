@@ -6,13 +6,14 @@ a sampler of pods' /metrics) for the rollout analysis and telemetry."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgemodel_operator.adapters import kube, metrics_http, oip
 from edgemodel_operator.adapters.pod_metrics import PodSampler
 from edgemodel_operator.adapters.prometheus import Prometheus
 from edgemodel_operator.adapters.server_images import ServerImageResolver
-from edgemodel_operator.config import Config
+from edgemodel_operator.config import BuildConfig, Config, ConfigError
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.network import ProbeSource
 from edgemodel_operator.reconcile.plan import PlanSettings
@@ -55,10 +56,14 @@ def build(config: Config) -> Components:
     metrics = Metrics()
     closers: list[Any] = []
     images: Images | None = None
+    writer = kube.connect()
     if config.builds is not None:
         from edgemodel_operator.services.images import ImagePipeline, builder_for
 
-        pipeline = ImagePipeline(config.builds, builder_for(config.builds), config.server_image)
+        pipeline = ImagePipeline(
+            config.builds, builder_for(config.builds), config.server_image,
+            signing=signing_for(config.builds, writer.secret_value),
+        )  # fmt: skip
         images = pipeline
         closers.append(pipeline.close)
     if config.metrics_address:
@@ -74,7 +79,7 @@ def build(config: Config) -> Components:
     return Components(
         config=config,
         settings=plan_settings(config),
-        writer=kube.connect(),
+        writer=writer,
         metrics=metrics,
         images=images,
         prober=oip.probe_many if config.active_probe else None,
@@ -91,3 +96,50 @@ def _insecure_hosts(config: Config) -> tuple[str, ...]:
     if builds is not None and builds.registry_insecure:
         return (builds.registry.split("/")[0],)
     return ()
+
+
+def check_keys(config: Config) -> None:
+    """Read the configured signing keys once before start: a bad one is a ConfigError."""
+    if config.builds is not None:
+        signing_for(config.builds, None)
+
+
+def signing_for(builds: BuildConfig, secrets: Any) -> Any:
+    """The pipeline's signature parts from the configuration (services.images.Signing).
+    They need the signing extra (cryptography, model-signing) only when used: without it
+    and without keys, a spec that names a signature is refused, saying why."""
+    from edgemodel_operator.services.images import Signing
+
+    cfg = builds.signing
+    try:
+        from edgemodel_operator.adapters import model_signatures, sbom, signing
+    except ImportError as err:
+        if cfg.model_keys or cfg.image_key or cfg.image_verify_keys:
+            raise ConfigError(f"signing keys are configured, but {err}: install "
+                              "edgemodel-operator[signing]") from err  # fmt: skip
+        return Signing()
+    from edgemodel_operator.reconcile.signatures import SignaturePolicy
+    from edgemodel_operator.services.images import registry_for
+
+    try:
+        trusted = signing.load_public_keys(Path(cfg.model_keys)) if cfg.model_keys else ()
+        key = (signing.SigningKey.load(Path(cfg.image_key), cfg.image_key_password)
+               if cfg.image_key else None)  # fmt: skip
+        verify = (signing.load_public_keys(Path(cfg.image_verify_keys))
+                  if cfg.image_verify_keys else (key.public,) if key else ())  # fmt: skip
+    except signing.SigningKeyError as err:
+        raise ConfigError(str(err)) from err
+    registry = registry_for(builds)
+    work = Path(builds.work_dir)
+    required = cfg.model_policy == "required"
+    signer = None
+    if key is not None:
+        signer = signing.ImageSigner(registry, key, sbom.SbomMaker(registry, work / "sbom"))
+    # Verification runs inside a reconcile: a short timeout.
+    checks = registry_for(builds, timeout=5.0)
+    return Signing(
+        models=model_signatures.ModelSignatures(required, trusted, secrets, work),
+        signer=signer,
+        verifier=signing.ImageVerifier(checks, verify) if verify else None,
+        policy=SignaturePolicy(cfg.image_policy, dict(cfg.image_namespace_policies)),
+    )

@@ -108,6 +108,12 @@ because the operator issues that request (see the chart README, "RBAC"):
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.modelSigning.secretKeyRefs }}
+# spec.model.signature.keySecretRef: a model publisher's public key (read, never listed).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
 {{/*
@@ -141,4 +147,55 @@ registry.url, where nothing could be pushed.
 */}}
 {{- define "edgemodel-operator.builder" -}}
 {{- if .Values.registry.url -}}{{ .Values.builder.mode }}{{- else -}}off{{- end -}}
+{{- end }}
+
+{{/*
+The signature settings (EDGEMODEL_MODEL_* and EDGEMODEL_IMAGE_*): only with builds on, where
+the keys are mounted; asking for them with builds off is an error, not a silent no-op.
+*/}}
+{{- define "edgemodel-operator.signingEnv" -}}
+{{- $m := .Values.modelSigning -}}
+{{- $i := .Values.imageSigning -}}
+{{- if eq (include "edgemodel-operator.builder" .) "off" -}}
+{{- if or $m.trustedKeysSecret (eq $m.policy "required") $i.keySecret $i.verifyKeysSecret $i.policy $i.namespacePolicies -}}
+{{- fail "modelSigning and imageSigning apply to images the operator builds: set registry.url (and builder.mode registry or docker)" -}}
+{{- end -}}
+{{- else -}}
+{{- if eq $m.policy "required" }}
+- name: EDGEMODEL_MODEL_SIGNATURE_POLICY
+  value: required
+{{- end }}
+{{- if $m.trustedKeysSecret }}
+- name: EDGEMODEL_MODEL_KEYS
+  value: /etc/edgemodel/model-keys
+{{- else if eq $m.policy "required" }}
+{{- fail "modelSigning.policy required needs modelSigning.trustedKeysSecret" }}
+{{- end }}
+{{- if $i.keySecret }}
+- name: EDGEMODEL_IMAGE_SIGNING_KEY
+  value: /etc/edgemodel/image-signing/key.pem
+- name: EDGEMODEL_IMAGE_SIGNING_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $i.keySecret }}
+      key: password
+      optional: true
+{{- end }}
+{{- if $i.verifyKeysSecret }}
+- name: EDGEMODEL_IMAGE_VERIFY_KEYS
+  value: /etc/edgemodel/image-verify
+{{- end }}
+{{- with $i.policy }}
+- name: EDGEMODEL_IMAGE_SIGNATURE_POLICY
+  value: {{ . | quote }}
+{{- end }}
+{{- if $i.namespacePolicies }}
+{{- $pairs := list }}
+{{- range $ns, $policy := $i.namespacePolicies }}
+{{- $pairs = append $pairs (printf "%s=%s" $ns $policy) }}
+{{- end }}
+- name: EDGEMODEL_IMAGE_SIGNATURE_NAMESPACES
+  value: {{ join "," $pairs | quote }}
+{{- end }}
+{{- end -}}
 {{- end }}

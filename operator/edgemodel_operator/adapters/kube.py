@@ -2,11 +2,13 @@
 (workloads, Services, NetworkPolicies), deletion of single pods (how a wave moves a node of
 a DaemonSet to a new revision) and the active probe's pod condition.
 
-Reads go through kopf's watch-fed indices (see handlers/); this module only writes. Every
+Reads go through kopf's watch-fed indices (see handlers/); this module writes, and reads
+only one thing: a key of a Secret that a spec names (a model publisher's public key). Every
 call has a timeout: a hung connection must not hang a reconcile."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +18,10 @@ from edgemodel_operator.api.names import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "edgemodel-operator"
 TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer
+
+
+class SecretUnavailable(Exception):
+    """A Secret (or its key) cannot be read; the message says which and why."""
 
 
 class KubeGateway:
@@ -87,6 +93,25 @@ class KubeGateway:
         except client.ApiException as err:
             if err.status != 404:  # the pod went away meanwhile
                 raise
+
+    def secret_value(self, namespace: str, name: str, key: str) -> bytes:
+        """One key of a Secret; SecretUnavailable saying why when it cannot be read."""
+        where = f"Secret {namespace}/{name}"
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
+        except client.ApiException as err:
+            if err.status == 404:
+                raise SecretUnavailable(f"{where} does not exist") from err
+            if err.status == 403:
+                raise SecretUnavailable(
+                    f"the operator may not read {where} (the chart grants it with "
+                    "modelSigning.secretKeyRefs=true)"
+                ) from err
+            raise
+        value = (secret.data or {}).get(key)
+        if value is None:
+            raise SecretUnavailable(f"{where} has no key {key!r}")
+        return base64.b64decode(value)
 
 
 def connect() -> KubeGateway:

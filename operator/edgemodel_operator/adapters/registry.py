@@ -8,15 +8,16 @@ build: the published server index plus one model layer per platform, as a new in
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import re
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 from urllib.parse import urljoin
 
 import requests
@@ -247,6 +248,19 @@ class Registry:
         if response.status_code != 200:
             raise self._failed(response, f"blob {digest} of {repository}")
         return bytes(response.content)
+
+    @contextlib.contextmanager
+    def open_blob(self, repository: str, digest: str) -> Iterator[IO[bytes]]:
+        """A blob as a stream, for blobs too large to hold (the caller checks its digest)."""
+        url, path = self._url(repository, "blobs", digest)
+        response = self._call("GET", url, path, stream=True)
+        try:
+            if response.status_code != 200:
+                raise self._failed(response, f"blob {digest} of {repository}")
+            response.raw.decode_content = False  # the blob's own bytes, compressed or not
+            yield cast(IO[bytes], response.raw)
+        finally:
+            response.close()
 
     def has_blob(self, repository: str, digest: str) -> bool:
         url, path = self._url(repository, "blobs", digest)

@@ -35,6 +35,8 @@ GATE_PASSED = "GatePassed"
 NO_SAMPLES = "NoSamples"
 NOT_MEASURED = "NotMeasured"
 ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"  # Prometheus gave no answer: the rollout holds
+MODEL_SIGNATURE_INVALID = "ModelSignatureInvalid"  # the publisher's signature did not hold
+IMAGE_SIGNATURE_INVALID = "ImageSignatureInvalid"  # a built image failed verification
 
 
 def timestamp(now: datetime) -> str:

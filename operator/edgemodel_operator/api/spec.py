@@ -42,12 +42,30 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the EdgeModel's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """spec.model.signature: the publisher's model-signing bundle and, optionally, the
+    public key to check it with (else the operator's trusted keys)."""
+
+    uri: str
+    key_secret_ref: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
 class ModelSource:
     uri: str
     sha256: str
     version: str
     format: str = "onnx"
     validation: Validation | None = None
+    signature: ModelSignature | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +193,24 @@ def _model(raw: Mapping[str, Any]) -> ModelSource:
     if fmt != "onnx":
         raise InvalidSpec(f"{where}.format {fmt!r} is not supported; use onnx")
     validation = _validation(raw["validation"]) if "validation" in raw else None
-    return ModelSource(uri=uri, sha256=sha, version=version, format=fmt, validation=validation)
+    signature = _signature(raw["signature"]) if "signature" in raw else None
+    return ModelSource(uri=uri, sha256=sha, version=version, format=fmt, validation=validation,
+                       signature=signature)  # fmt: skip
+
+
+def _signature(raw: Any) -> ModelSignature:
+    where = "spec.model.signature"
+    s = _map(raw, where)
+    uri = _str(s, "uri", where, required=True) or ""
+    if not _URI.match(uri):
+        raise InvalidSpec(f"{where}.uri must start with http://, https:// or file://, got {uri!r}")
+    ref = None
+    if "keySecretRef" in s:
+        r = _map(s["keySecretRef"], f"{where}.keySecretRef")
+        name = _str(r, "name", f"{where}.keySecretRef", required=True) or ""
+        key = _str(r, "key", f"{where}.keySecretRef", required=True) or ""
+        ref = SecretKeyRef(name, key)
+    return ModelSignature(uri=uri, key_secret_ref=ref)
 
 
 def _fraction(raw: Mapping[str, Any], key: str, where: str) -> float | None:

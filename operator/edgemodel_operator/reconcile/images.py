@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgemodel_operator.api.spec import Validation
+from edgemodel_operator.api.spec import ModelSignature, Validation
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
 
@@ -48,6 +48,7 @@ class ImageJob:
     samples_uri: str | None = None
     max_accuracy_drop: float = 0.01
     validation: Validation | None = None  # spec.model.validation; overrides the two above
+    signature: ModelSignature | None = None  # spec.model.signature: verified before anything
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ImageState:
     terminal: bool = False  # Failed for good: the same inputs fail the same way
     platforms: tuple[tuple[str, str], ...] = ()  # (arch, smoke test), when Ready
     model: dict[str, Any] | None = None  # the variant's figures (optimize.assess), if known
+    signature: str = ""  # how the index's signature checked out (reconcile/signatures.py)
 
 
 def validation_condition(

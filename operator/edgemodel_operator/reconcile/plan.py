@@ -53,6 +53,7 @@ from edgemodel_operator.reconcile.rollout import (
     state_from_status,
     target_health,
 )
+from edgemodel_operator.reconcile.signatures import model_unverifiable, signature_events
 from edgemodel_operator.reconcile.status import (
     EventSpec,
     TargetObservation,
@@ -202,6 +203,7 @@ def image_jobs(
             samples_uri=validation.samples_uri if validation else None,
             max_accuracy_drop=validation.max_accuracy_drop if validation else 0.01,
             validation=validation,
+            signature=spec.model.signature,
         )
         for v in variants(_place(spec, nodes, settings, None, _server_archs(servers)))
     }
@@ -381,6 +383,9 @@ def plan(
     pinned: dict[str, str] = {}
     sizes: dict[str, int] = {}
     archs: dict[str, list[str]] = {}
+    if images is None and spec.model.signature is not None:
+        status = model_unverifiable(previous, generation, now)
+        return Pass(status, events_for(previous, status))
     if images is not None:
         if any(s.state != "Ready" for s in images.values()):
             status = _images_pending(previous, images, generation, now)
@@ -494,9 +499,11 @@ def plan(
             {"variant": k, "image": ref, "sizeBytes": sizes[k],
              "platforms": [{"architecture": arch, "smokeTest": smoke}
                            for arch, smoke in images[k].platforms],
-             **({"model": images[k].model} if images[k].model else {})}
+             **({"model": images[k].model} if images[k].model else {}),
+             **({"signature": images[k].signature} if images[k].signature else {})}
             for k, ref in sorted(pinned.items())
         ]  # fmt: skip
+        result.events += signature_events(previous.get("images") or [], status["images"])
         validation = spec.model.validation
         validated = validation_condition(validation is not None,
                                          validation.samples_uri if validation else None,

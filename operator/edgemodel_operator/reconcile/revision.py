@@ -16,5 +16,8 @@ def digest(value: Any, length: int = 10) -> str:
 
 
 def revision(spec: EdgeModelSpec) -> str:
-    return digest({"model": asdict(spec.model), "targets": [asdict(t) for t in spec.targets],
+    # The signature gates what runs but does not change it (and revisions of specs written
+    # before it existed stay what they were).
+    model = {k: v for k, v in asdict(spec.model).items() if k != "signature"}
+    return digest({"model": model, "targets": [asdict(t) for t in spec.targets],
                    "serving": asdict(spec.serving)})  # fmt: skip

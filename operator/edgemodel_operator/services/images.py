@@ -7,7 +7,13 @@ gets Ready (a digest-pinned index), Building (with the latest progress line) or 
 (terminal for a wrong digest, a failed accuracy gate or a failing smoke test; retried with
 backoff for everything else, such as an unreachable registry). Images are content-
 addressed: the same model, variant and server image always name the same image, so a
-registry that has it means nothing to fetch or build."""
+registry that has it means nothing to fetch or build.
+
+With signing configured: the publisher's signature of the model is verified before
+anything is optimized or built (also for an image the registry already has); a built image
+is signed and its SBOM attested after the push; and a Ready image is verified with the
+configured keys before it is handed to the planner (reconcile/signatures.py decides, per the
+namespace's policy, whether it may be pinned)."""
 
 from __future__ import annotations
 
@@ -16,11 +22,11 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -36,21 +42,62 @@ from edgemodel_operator.adapters.model_images import (
 )
 from edgemodel_operator.adapters.registry import Registry
 from edgemodel_operator.adapters.unpacked import UnpackedRunner
-from edgemodel_operator.api.spec import Validation
+from edgemodel_operator.api import conditions as c
+from edgemodel_operator.api.spec import ModelSignature, Validation
 from edgemodel_operator.config import BuildConfig
 from edgemodel_operator.optimize import OptimizeError, Samples, assess, load_samples, optimize
 from edgemodel_operator.optimize.digest import sha256_file
 from edgemodel_operator.optimize.plan import gate_plan
 from edgemodel_operator.reconcile.images import ImageJob, ImageState, image_tag, repository
+from edgemodel_operator.reconcile.signatures import SignaturePolicy, Verdict, gate
 
 LOG = structlog.get_logger("edgemodel_operator.images")
 RETRY_SECONDS = (15, 30, 60, 120, 300, 600)
 
 
 class TerminalFailure(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    """The same inputs fail the same way. `recheck`: unless something outside the spec
+    changes (a Secret's key): checked again with backoff, the failure shown meanwhile."""
+
+    def __init__(self, reason: str, message: str, recheck: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.recheck = recheck
+
+
+class ModelChecks(Protocol):
+    """The publisher's signature of a model (adapters.model_signatures.ModelSignatures)."""
+
+    def applies(self, signature: ModelSignature | None) -> bool: ...
+
+    def verify(
+        self, namespace: str, sha256: str, signature: ModelSignature | None, model: Path
+    ) -> str: ...
+
+
+class Signer(Protocol):
+    """Signs a pushed image and attests its SBOM (adapters.signing.ImageSigner)."""
+
+    def sign(
+        self, repository: str, index: str, platforms: Sequence[tuple[str, str]],
+        progress: Callable[[str], None],
+    ) -> Any: ...  # fmt: skip
+
+
+class Verifier(Protocol):
+    """Checks an image's signature by digest (adapters.signing.ImageVerifier)."""
+
+    def verify(self, reference: str) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class Signing:
+    """What the pipeline does about signatures; every part optional."""
+
+    models: ModelChecks | None = None
+    signer: Signer | None = None
+    verifier: Verifier | None = None
+    policy: SignaturePolicy = field(default_factory=SignaturePolicy)
 
 
 @dataclass
@@ -60,6 +107,13 @@ class _Job:
     attempts: int = 1
     retry_at: float = 0.0
     figures: dict[str, Any] | None = None  # the variant's figures (optimize.assess)
+    shown: ImageState | None = None  # while rechecking: the failure being rechecked
+
+
+def registry_for(config: BuildConfig, timeout: float = 30.0) -> Registry:
+    """The registry images are pushed to, with its credentials."""
+    auth = _auth_from_file(config.auth_file, config.registry) if config.auth_file else None
+    return Registry(insecure=config.registry_insecure, auth=auth, timeout=timeout)
 
 
 def builder_for(config: BuildConfig) -> ModelBuilder:
@@ -93,9 +147,11 @@ class ImagePipeline:
         builder: ModelBuilder,
         server_image: str,
         clock: Callable[[], float] = time.monotonic,
+        signing: Signing = Signing(),
     ) -> None:
         self._config = config
         self._builder = builder
+        self._signing = signing
         self._server_image = server_image  # "{accelerator}" is filled in
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-build")
@@ -106,16 +162,28 @@ class ImagePipeline:
         return self._server_image.format(accelerator=job.variant.accelerator)
 
     def state(self, job: ImageJob) -> ImageState:
-        """Where the image of `job` stands; starts (or restarts) its build when needed."""
+        """Where the image of `job` stands; starts (or restarts) its build when needed. A
+        Ready image has been through the signature check the namespace's policy asks for."""
+        found = self._state(job)
+        policy = self._signing.policy.for_namespace(job.namespace)
+        verifier = self._signing.verifier
+        if found.state != "Ready" or policy == "off" or verifier is None:
+            return found
+        return gate(found, verifier.verify(found.reference), policy)
+
+    def _state(self, job: ImageJob) -> ImageState:
         repo = repository(self._config.registry, job.namespace, job.model)
         key = f"{repo}:{job.sha256}:{job.variant.accelerator}/{job.variant.precision}"
+        if job.signature is not None:  # another signature or key is another job
+            ref = job.signature.key_secret_ref
+            key += f":{job.signature.uri}:{ref.name + '/' + ref.key if ref else ''}"
         with self._lock:
             current = self._jobs.get(key)
             if current is None:
                 self._jobs[key] = self._submit(job, repo, attempts=1)
                 return ImageState("Building", message=f"Queued the build of {key}")
             if not current.future.done():
-                return ImageState("Building", message=current.progress)
+                return current.shown or ImageState("Building", message=current.progress)
             error = current.future.exception()
             if error is None:
                 built = current.future.result()
@@ -124,7 +192,11 @@ class ImagePipeline:
                                   size_bytes=built.size_bytes, platforms=platforms,
                                   model=current.figures)  # fmt: skip
             if isinstance(error, TerminalFailure):
-                return ImageState("Failed", reason=error.reason, message=str(error), terminal=True)
+                failed = ImageState("Failed", reason=error.reason, message=str(error),
+                                    terminal=True)  # fmt: skip
+                if error.recheck and self._clock() >= current.retry_at:
+                    self._jobs[key] = self._submit(job, repo, current.attempts + 1, failed)
+                return failed
             if self._clock() >= current.retry_at:
                 self._jobs[key] = self._submit(job, repo, attempts=current.attempts + 1)
                 return ImageState("Building", message=f"Retrying the build of {key}")
@@ -135,8 +207,10 @@ class ImagePipeline:
                 message=f"{error} (attempt {current.attempts}; retrying in {wait:.0f}s)",
             )
 
-    def _submit(self, job: ImageJob, repo: str, attempts: int) -> _Job:
-        record = _Job(future=Future(), attempts=attempts)
+    def _submit(
+        self, job: ImageJob, repo: str, attempts: int, shown: ImageState | None = None
+    ) -> _Job:
+        record = _Job(future=Future(), attempts=attempts, shown=shown)
         delay = RETRY_SECONDS[min(attempts - 1, len(RETRY_SECONDS) - 1)]
         record.retry_at = float("inf")
 
@@ -162,12 +236,19 @@ class ImagePipeline:
         work = Path(self._config.work_dir)
         out = work / "variants" / job.sha256 / job.variant.accelerator
         figures_file = out / f"figures-{job.variant.precision}.json"
+        models = self._signing.models
+        if models is not None and models.applies(job.signature):
+            self._verify_model(models, job, self._model(job, work, progress), progress)
+        elif job.signature is not None:
+            raise TerminalFailure(c.MODEL_SIGNATURE_INVALID, "spec.model.signature is set, but "
+                                  "this operator does not verify model signatures; nothing "
+                                  "was built")  # fmt: skip
         existing = self._builder.find(repo, tag)
         if existing is not None:  # content-addressed: nothing to fetch or build
             progress(f"{repo}:{tag} is already in the registry")
             if figures_file.is_file():
                 record.figures = json.loads(figures_file.read_text())
-            return existing
+            return self._signed(existing, progress)
         model = self._model(job, work, progress)
         validation = job.validation or (
             Validation(job.samples_uri, job.max_accuracy_drop) if job.samples_uri else None
@@ -202,9 +283,31 @@ class ImagePipeline:
             tag=tag,
         )
         try:
-            return self._builder.build(request, progress)
+            built = self._builder.build(request, progress)
         except SmokeTestFailed as err:
             raise TerminalFailure("SmokeTestFailed", str(err)) from err
+        return self._signed(built, progress)
+
+    def _verify_model(
+        self, models: ModelChecks, job: ImageJob, model: Path, progress: Callable[[str], None]
+    ) -> None:
+        from edgemodel_operator.adapters.model_signatures import ModelSignatureInvalid
+
+        progress("Verifying the publisher's signature of the model")
+        try:
+            signer = models.verify(job.namespace, job.sha256, job.signature, model)
+        except ModelSignatureInvalid as err:
+            raise TerminalFailure(c.MODEL_SIGNATURE_INVALID, str(err), recheck=True) from err
+        progress(f"The model's signature verified with {signer}")
+
+    def _signed(self, built: BuiltImage, progress: Callable[[str], None]) -> BuiltImage:
+        """Sign the index and its platform images, attest their SBOMs (what is there
+        already is not written again)."""
+        if self._signing.signer is not None:
+            repo = built.reference.partition("@")[0]
+            platforms = [(p.arch, p.digest) for p in built.platforms]
+            self._signing.signer.sign(repo, built.digest, platforms, progress)
+        return built
 
     def _samples(self, uri: str | None, work: Path) -> Samples | None:
         if not uri:
