@@ -2,8 +2,9 @@
 
 Counters of what happened (rollbacks, Events by reason, analysis runs), the reconcile
 latency, and gauges of where every EdgeModel stands after its last pass: its conditions,
-pods per target, and Ready pods per revision and model version (the fleet's version
-spread). The gauges of an EdgeModel are dropped when it is deleted (forget)."""
+pods per target, Ready pods per revision and model version (the fleet's version spread),
+and its rollout in a fleet owner's numbers (nodes updated, failed, unavailable; how long).
+The gauges of an EdgeModel are dropped when it is deleted (forget)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ class Metrics:
             "neither the spec's nor the stable one).",
             ["namespace", "edgemodel", "revision", "version"], registry=self.registry,
         )  # fmt: skip
+        self._rollout = Gauge(
+            "edgemodel_rollout_units",
+            "The rollout of the spec's revision in nodes (pods for a model without perNode "
+            "targets): total, updated (on it and Ready), failed (held back), unavailable.",
+            ["namespace", "edgemodel", "revision", "unit", "state"], registry=self.registry,
+        )  # fmt: skip
+        self._rollout_seconds = Gauge(
+            "edgemodel_rollout_duration_seconds",
+            "How long the last completed rollout took, from its start to its promotion.",
+            ["namespace", "edgemodel", "revision"], registry=self.registry,
+        )  # fmt: skip
         self._analysis_value = Gauge(
             "edgemodel_analysis_value",
             "Last value of a rollout analysis metric for a target's candidate revision.",
@@ -86,7 +98,7 @@ class Metrics:
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         now: dict[Gauge, dict[tuple[str, ...], float]] = {
             self._condition: {}, self._target_pods: {}, self._revision_pods: {},
-            self._analysis_value: {},
+            self._analysis_value: {}, self._rollout: {}, self._rollout_seconds: {},
         }  # fmt: skip
         for cond in status.get("conditions") or []:
             if cond.get("type") in CONDITIONS:
@@ -111,6 +123,14 @@ class Metrics:
             ):
                 labels = (*key, str(revision), versions.get(str(revision), ""))
                 now[self._revision_pods][labels] = now[self._revision_pods].get(labels, 0) + 1
+        rollout = status.get("rollout") or {}
+        progress = rollout.get("progress") or {}
+        revision = str(status.get("revision", ""))
+        for state in ("total", "updated", "failed", "unavailable") if progress else ():
+            labels = (*key, revision, str(progress.get("unit", "")), state)
+            now[self._rollout][labels] = float(progress.get(state) or 0)
+        if "durationSeconds" in progress:
+            now[self._rollout_seconds][(*key, revision)] = float(progress["durationSeconds"])
         for result in (status.get("analysis") or {}).get("results") or []:
             if result.get("value") is not None:
                 labels = (*key, str(result.get("target", "")), str(result.get("metric", "")))

@@ -17,7 +17,7 @@ from edgemodel_operator.config import BuildConfig, Config, ConfigError
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.network import ProbeSource
 from edgemodel_operator.reconcile.plan import PlanSettings
-from edgemodel_operator.services.reconcile import Images, Prober, Queries, Sampler, Servers
+from edgemodel_operator.services.reconcile import Images, Ports
 
 
 @dataclass
@@ -26,11 +26,7 @@ class Components:
     settings: PlanSettings
     writer: kube.KubeGateway
     metrics: Metrics
-    images: Images | None
-    prober: Prober | None
-    servers: Servers | None = None
-    prometheus: Queries | None = None  # the rollout analysis and telemetry's queries
-    sampler: Sampler | None = None  # telemetry from pods' /metrics, without Prometheus
+    ports: Ports  # what a reconcile talks to (the writer among them)
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -76,18 +72,15 @@ def build(config: Config) -> Components:
     elif config.telemetry_pods:
         sampler = PodSampler(config.telemetry_pods)
         closers.append(sampler.close)
-    return Components(
-        config=config,
-        settings=plan_settings(config),
+    ports = Ports(
         writer=writer,
-        metrics=metrics,
         images=images,
         prober=oip.probe_many if config.active_probe else None,
         servers=ServerImageResolver(_insecure_hosts(config)),
-        prometheus=prometheus,
+        queries=prometheus,
         sampler=sampler,
-        _closers=tuple(closers),
     )
+    return Components(config, plan_settings(config), writer, metrics, ports, tuple(closers))
 
 
 def _insecure_hosts(config: Config) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from edgemodel_operator.reconcile.analysis import (
 )
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.rollout import Action, TargetHealth, decide
-from edgemodel_operator.services.reconcile import reconcile
+from edgemodel_operator.services.reconcile import Ports, reconcile
 
 ANALYSIS = {
     "windowSeconds": 30,
@@ -91,7 +91,7 @@ def in_window(body: dict[str, Any], rev: str) -> dict[str, Any]:
 def test_queries_run_only_in_the_stabilization_window_for_targets_with_ready_pods() -> None:
     body = body_with_analysis()
     writer = RecordingWriter()
-    rev = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, at(0)).status["revision"]
+    rev = reconcile(body, Observed(FLEET, [], []), Ports(writer), CONFIG, at(0)).status["revision"]
     pods = observe(writer, rev, True).pods
     assert analysis_calls(body, pods) == []  # not yet Ready: nothing to check
     calls = analysis_calls(in_window(body, rev), pods)
@@ -188,8 +188,8 @@ def roll(body: dict[str, Any], prometheus: Any, writer: RecordingWriter, times: 
     result = None
     for t in times:
         rev = body.get("status", {}).get("revision", "")
-        result = reconcile(body, observe(writer, rev, ready), writer, CONFIG, at(t),
-                           metrics=prometheus)  # fmt: skip
+        result = reconcile(body, observe(writer, rev, ready),
+                           Ports(writer, queries=prometheus), CONFIG, at(t))  # fmt: skip
         body["status"] = result.status
         if result.action == "RollBack":
             break
@@ -203,7 +203,7 @@ def test_a_slow_version_fails_its_analysis_and_is_rolled_back() -> None:
     body = body_with_analysis()
     writer = RecordingWriter()
     prometheus = FakePrometheus(GOOD)
-    body["status"] = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, at(0)).status
+    body["status"] = reconcile(body, Observed(FLEET, [], []), Ports(writer), CONFIG, at(0)).status
     promoted = roll(body, prometheus, writer, [1, 2, 20, 31])
     assert promoted.action == "Promote"  # the window lasts windowSeconds (30 s), not 6 s
     assert {r["outcome"] for r in promoted.status["analysis"]["results"]} == {"Passed"}
@@ -238,7 +238,7 @@ def test_without_an_answer_from_prometheus_the_rollout_holds_and_says_so(
     body = body_with_analysis()
     writer = RecordingWriter()
     client = Prometheus(closed_port(), timeout=1) if prometheus == "unreachable" else None
-    body["status"] = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, at(0)).status
+    body["status"] = reconcile(body, Observed(FLEET, [], []), Ports(writer), CONFIG, at(0)).status
     held = roll(body, client, writer, [1, 2, 40, 400])
     assert held.action == "RollForward" and "stableRevision" not in held.status
     progressing = cond(held.status, "Progressing")

@@ -19,7 +19,7 @@ from edgemodel_operator.reconcile.rollout import (
     TargetHealth,
     decide,
 )
-from edgemodel_operator.services.reconcile import reconcile
+from edgemodel_operator.services.reconcile import Ports, reconcile
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 POLICY = Policy(60, 10, True, 3, success_threshold=90)
@@ -98,13 +98,13 @@ def test_an_offline_and_a_cordoned_node_are_left_out_and_the_model_is_ready() ->
     fleet = [*_fleet(4), offline, node("edge-5", "cpu", spec={"unschedulable": True})]
     writer = RecordingWriter()
     body = _body(waves=[{"percent": 50}, {"percent": 100}])
-    first = reconcile(body, Observed(fleet, [], []), writer, CONFIG, T0)
+    first = reconcile(body, Observed(fleet, [], []), Ports(writer), CONFIG, T0)
     rev = first.status["revision"]
     body["status"] = first.status
     # the DaemonSet runs on all six (it tolerates both); only four count
     pods = [pod("edge", f"edge-{i}", rev, ready=i < 4) for i in range(6)]
     live = [_ds(writer, 6), *[o for o in writer.live.values() if o["kind"] == "Service"]]
-    second = reconcile(body, Observed(fleet, live, pods), writer, CONFIG,
+    second = reconcile(body, Observed(fleet, live, pods), Ports(writer), CONFIG,
                        T0 + timedelta(seconds=1))  # fmt: skip
     target = second.status["targets"][0]
     assert (target["desired"], target["ready"], target["updated"], target["unavailable"]) == (
@@ -123,7 +123,7 @@ def test_a_held_node_runs_the_stable_revision_from_a_daemonset_of_its_own() -> N
     writer = RecordingWriter()
     body = _body(successThreshold=90)
     t = T0
-    first = reconcile(body, Observed(fleet, [], []), writer, CONFIG, t)
+    first = reconcile(body, Observed(fleet, [], []), Ports(writer), CONFIG, t)
     good = first.status["revision"]
     body["status"] = first.status
     pods = [pod("edge", f"edge-{i}", good) for i in range(10)]
@@ -131,13 +131,15 @@ def test_a_held_node_runs_the_stable_revision_from_a_daemonset_of_its_own() -> N
                                       if o["kind"] == "Service"]]  # fmt: skip
     for _ in range(3):  # Ready, then promoted after the stabilization window
         t += timedelta(seconds=16)
-        body["status"] = reconcile(body, Observed(fleet, live(), pods), writer, CONFIG, t).status
+        body["status"] = reconcile(
+            body, Observed(fleet, live(), pods), Ports(writer), CONFIG, t
+        ).status
     assert body["status"]["stableRevision"] == good
 
     body["spec"]["model"]["version"] = "1.1.0"
     body["metadata"]["generation"] = 2
     t += timedelta(seconds=1)
-    started = reconcile(body, Observed(fleet, live(), pods), writer, CONFIG, t)
+    started = reconcile(body, Observed(fleet, live(), pods), Ports(writer), CONFIG, t)
     new = started.status["revision"]
     body["status"] = started.status
     broken = pod("edge", "edge-9", new, ready=False)
@@ -146,11 +148,11 @@ def test_a_held_node_runs_the_stable_revision_from_a_daemonset_of_its_own() -> N
     ]
     pods = [pod("edge", f"edge-{i}", new) for i in range(9)] + [broken]
     t += timedelta(seconds=2)
-    held = reconcile(body, Observed(fleet, live(), pods), writer, CONFIG, t)
+    held = reconcile(body, Observed(fleet, live(), pods), Ports(writer), CONFIG, t)
     assert "NodesHeldBack" in [e.reason for e in held.events]
     body["status"] = held.status
     t += timedelta(seconds=1)
-    after = reconcile(body, Observed(fleet, live(), pods), writer, CONFIG, t)
+    after = reconcile(body, Observed(fleet, live(), pods), Ports(writer), CONFIG, t)
     main = writer.live[("DaemonSet", "digits-edge")]
     kept = writer.live[("DaemonSet", "digits-edge-held")]
 

@@ -17,7 +17,7 @@ from edgemodel_operator.reconcile.images import ImageState
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.signatures import SignaturePolicy, Verdict, gate
 from edgemodel_operator.services.images import ImagePipeline, Signing
-from edgemodel_operator.services.reconcile import reconcile
+from edgemodel_operator.services.reconcile import Ports, reconcile
 from edgemodel_operator.wiring import plan_settings
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -66,7 +66,7 @@ def settle(images: ImagePipeline, body: dict[str, Any], writer: RecordingWriter)
     """Reconcile until the build (a registry hit) is done."""
     for _ in range(200):
         observed = Observed(FLEET, writer.children(1), [])
-        done = reconcile(body, observed, writer, SETTINGS, T0, images)
+        done = reconcile(body, observed, Ports(writer, images), SETTINGS, T0)
         building = any(c.get("reason") == "Building" for c in done.status.get("conditions", []))
         if not building:
             return done
@@ -148,7 +148,7 @@ def test_a_signed_model_is_not_rolled_out_by_an_operator_that_cannot_verify_it()
     writer = RecordingWriter()
     body = edgemodel()
     body["spec"]["model"]["signature"] = {"uri": "https://models.example.com/digits.sig"}
-    done = reconcile(body, Observed(FLEET, [], []), writer, SETTINGS, T0, None)
+    done = reconcile(body, Observed(FLEET, [], []), Ports(writer), SETTINGS, T0)
     assert writer.applied == []
     degraded = cond(done.status, "Degraded")
     assert degraded["reason"] == "ModelSignatureInvalid"

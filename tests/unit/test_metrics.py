@@ -87,3 +87,17 @@ def test_status_patch_nulls_removed_keys_and_skips_unchanged() -> None:
         "targets": [],
     }
     assert status_patch(new, new) == {}
+
+
+def test_the_rollout_reads_in_a_fleet_owners_numbers() -> None:
+    metrics = Metrics()
+    body = {"metadata": {"namespace": "ns", "name": "fleet"}}
+    progress = {"unit": "nodes", "total": 1500, "updated": 1493, "failed": 2, "unavailable": 5,
+                "durationSeconds": 312}  # fmt: skip
+    metrics.observe_status(body, {"revision": "r2", "rollout": {"progress": progress}})
+    text = metrics.render().decode()
+    for state, value in (("total", 1500), ("updated", 1493), ("failed", 2), ("unavailable", 5)):
+        assert (f'edgemodel_rollout_units{{edgemodel="fleet",namespace="ns",revision="r2",'
+                f'state="{state}",unit="nodes"}} {value}.0') in text  # fmt: skip
+    assert ('edgemodel_rollout_duration_seconds{edgemodel="fleet",namespace="ns",'
+            'revision="r2"} 312.0') in text  # fmt: skip

@@ -26,7 +26,7 @@ from edgemodel_operator.reconcile.rollout import (
     state_to_status,
     target_health,
 )
-from edgemodel_operator.services.reconcile import reconcile
+from edgemodel_operator.services.reconcile import Ports, reconcile
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = Policy(progress_deadline_seconds=60, stabilization_seconds=15, auto_rollback=True,
@@ -160,7 +160,7 @@ def observe(writer: RecordingWriter, rev: str, ready_pods: bool) -> Observed:
 
 
 def step(body: dict[str, Any], observed: Observed, writer: RecordingWriter, t: float) -> Any:
-    outcome = reconcile(body, observed, writer, CONFIG, at(t))
+    outcome = reconcile(body, observed, Ports(writer), CONFIG, at(t))
     body["status"] = outcome.status
     return outcome
 
@@ -268,7 +268,7 @@ def test_a_pod_failing_the_active_probe_is_kept_out_and_rolls_back_with_its_answ
         return {name: failing if ip == "10.0.0.9" else None for name, ip in pods.items()}
 
     def run(observed: Observed, t: float) -> Any:
-        outcome = reconcile(body, observed, writer, settings, at(t), prober=prober)
+        outcome = reconcile(body, observed, Ports(writer, prober=prober), settings, at(t))
         body["status"] = outcome.status
         return outcome
 

@@ -12,7 +12,7 @@ from fixtures import FLEET, edgemodel
 
 from edgemodel_operator.config import load_config
 from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.services.reconcile import reconcile
+from edgemodel_operator.services.reconcile import Ports, reconcile
 from edgemodel_operator.wiring import plan_settings
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -76,7 +76,7 @@ def cond(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
 def test_create_then_ready_then_steady() -> None:
     body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2}])
     writer = RecordingWriter()
-    first = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
+    first = reconcile(body, Observed(FLEET, [], []), Ports(writer), CONFIG, T0)
     created = [(a["kind"], a["metadata"]["name"]) for a in writer.applied]
     assert created == [("Deployment", "digits-cpu"), ("Service", "digits-cpu")]
     assert first.status["phase"] == "Progressing"
@@ -89,7 +89,7 @@ def test_create_then_ready_then_steady() -> None:
     live = writer.children(2)
     pods = [pod("cpu", "cpu-0", rev), pod("cpu", "cpu-1", rev)]
     t1 = T0 + timedelta(seconds=2)
-    second = reconcile(body, Observed(FLEET, live, pods), writer, CONFIG, t1)
+    second = reconcile(body, Observed(FLEET, live, pods), Ports(writer), CONFIG, t1)
     assert len(writer.applied) == 2  # nothing drifted: no write
     assert second.status["phase"] == "Ready"
     assert second.status["targetsReady"] == "1/1"
@@ -100,12 +100,12 @@ def test_create_then_ready_then_steady() -> None:
 
     body["status"] = second.status  # 15 s later (3 probe periods of 5 s): promoted
     t2 = t1 + timedelta(seconds=15)
-    third = reconcile(body, Observed(FLEET, live, pods), writer, CONFIG, t2)
+    third = reconcile(body, Observed(FLEET, live, pods), Ports(writer), CONFIG, t2)
     assert third.status["stableRevision"] == rev
     assert [e.reason for e in third.events] == ["Promoted"]
 
     body["status"] = third.status
-    fourth = reconcile(body, Observed(FLEET, live, pods), writer, CONFIG, t2 + timedelta(1))
+    fourth = reconcile(body, Observed(FLEET, live, pods), Ports(writer), CONFIG, t2 + timedelta(1))
     assert fourth.status == third.status and fourth.events == []
 
 
@@ -113,7 +113,7 @@ def test_removed_target_is_deleted() -> None:
     body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu"}])
     stale = {"kind": "DaemonSet", "metadata": {"name": "digits-npu", "labels": {}}}
     writer = RecordingWriter()
-    outcome = reconcile(body, Observed(FLEET, [stale], []), writer, CONFIG, T0)
+    outcome = reconcile(body, Observed(FLEET, [stale], []), Ports(writer), CONFIG, T0)
     assert writer.deleted == [("DaemonSet", "line-3", "digits-npu")]
     assert "Deleted" in [e.reason for e in outcome.events]
 
@@ -122,7 +122,7 @@ def test_no_matching_nodes_is_degraded_with_a_warning() -> None:
     body = edgemodel(
         targets=[{"name": "x", "accelerator": "gpu", "nodeSelector": {"site": "nowhere"}}]
     )
-    outcome = reconcile(body, Observed(FLEET, [], []), RecordingWriter(), CONFIG, T0)
+    outcome = reconcile(body, Observed(FLEET, [], []), Ports(RecordingWriter()), CONFIG, T0)
     degraded = cond(outcome.status, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "NoMatchingNodes")
     assert "edgeai.dev/accelerator=gpu" in degraded["message"]
@@ -134,7 +134,7 @@ def test_invalid_spec_keeps_children_and_says_why() -> None:
     body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "precision": "fp16"}])
     body["status"] = {"revision": "abc", "targets": [{"name": "cpu"}]}
     writer = RecordingWriter()
-    outcome = reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
+    outcome = reconcile(body, Observed(FLEET, [], []), Ports(writer), CONFIG, T0)
     assert writer.applied == [] and writer.deleted == []
     assert outcome.status["phase"] == "Failed"
     assert outcome.status["revision"] == "abc"
@@ -146,7 +146,7 @@ def test_invalid_spec_keeps_children_and_says_why() -> None:
 def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
     body = edgemodel(targets=[{"name": "gpu", "accelerator": "gpu", "replicas": 4}])
     writer = RecordingWriter()
-    reconcile(body, Observed(FLEET, [], []), writer, CONFIG, T0)
+    reconcile(body, Observed(FLEET, [], []), Ports(writer), CONFIG, T0)
     live = ready(writer.workload, 2)
     pending = pod("gpu", "")
     pending["status"] = {"conditions": [{
@@ -156,7 +156,7 @@ def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
     }]}  # fmt: skip
     pods = [pod("gpu", "gpu-0"), pod("gpu", "gpu-1"), pending, pending]
     pending["spec"] = {}
-    outcome = reconcile(body, Observed(FLEET, [live], pods), writer, CONFIG, T0)
+    outcome = reconcile(body, Observed(FLEET, [live], pods), Ports(writer), CONFIG, T0)
     degraded = cond(outcome.status, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")
     assert degraded["message"] == (

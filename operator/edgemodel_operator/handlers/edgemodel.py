@@ -102,9 +102,7 @@ def reconcile_once(body: dict[str, Any], parts: wiring.Components, indices: Any)
     meta = body["metadata"]
     started = time.perf_counter()
     observed = observe((meta["namespace"], meta["name"]), indices)
-    done = reconcile(body, observed, parts.writer, parts.settings, datetime.now(UTC),
-                     parts.images, parts.prober, parts.servers, parts.prometheus,
-                     parts.sampler)  # fmt: skip
+    done = reconcile(body, observed, parts.ports, parts.settings, datetime.now(UTC))
     parts.metrics.observe_reconcile(time.perf_counter() - started)
     parts.metrics.observe_status(body, done.status, observed.pods)
     return done

@@ -1,12 +1,12 @@
-"""One idempotent reconcile of an EdgeModel, on create, update, resume and the timer:
-probe the pods waiting for the active probe, ask Prometheus the rollout analysis's
-queries and the telemetry's (or sample pods' /metrics), ask the image pipeline where the
-images stand, let the planner (reconcile/plan.py) decide the pass, then carry it out."""
+"""One idempotent reconcile of an EdgeModel: gather what the planner cannot know by itself
+(the active probe's answers, the rollout analysis's and the telemetry's figures from
+Prometheus or the pods, the server images by digest, where the images stand), let the
+planner (reconcile/plan.py) decide the pass, then carry out its writes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -72,6 +72,20 @@ class Writer(Protocol):
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Ports:
+    """The I/O a reconcile uses, built once at start-up (wiring.py): the API writer, and
+    where configured the image pipeline, the active probe, the server-image resolver,
+    Prometheus's query API and the pods' /metrics sampler."""
+
+    writer: Writer
+    images: Images | None = None
+    prober: Prober | None = None
+    servers: Servers | None = None
+    queries: Queries | None = None
+    sampler: Sampler | None = None
+
+
 PROBE_TIMEOUT_SECONDS = 2.0
 
 
@@ -132,36 +146,37 @@ def _telemetry(
     return tm.telemetry_status("pods", seconds, figures, now, note)
 
 
+def _servers(
+    body: Mapping[str, Any], settings: PlanSettings, servers: Servers | None
+) -> dict[str, ServerImage]:
+    """The server image of each accelerator the spec may use, by digest where resolved."""
+    if servers is None:
+        return {}
+    pinned = {}
+    for accelerator in accelerators_of(body):
+        found = servers.resolve(settings.server_image.format(accelerator=accelerator))
+        if found is not None:
+            pinned[accelerator] = found
+    return pinned
+
+
 def reconcile(
-    body: Mapping[str, Any],
-    observed: Observed,
-    writer: Writer,
-    settings: PlanSettings,
+    body: Mapping[str, Any], observed: Observed, ports: Ports, settings: PlanSettings,
     now: datetime,
-    images: Images | None = None,
-    prober: Prober | None = None,
-    servers: Servers | None = None,
-    metrics: Queries | None = None,
-    sampler: Sampler | None = None,
-) -> Pass:
-    if prober is not None:
-        observed = _probe(body, observed, prober, writer, now)
-    analysis = _analyse(body, observed, metrics)
-    telemetry = _telemetry(body, observed, settings, now, metrics, sampler)
-    pinned_servers = {}
-    if servers is not None:
-        for accelerator in accelerators_of(body):
-            found = servers.resolve(settings.server_image.format(accelerator=accelerator))
-            if found is not None:
-                pinned_servers[accelerator] = found
+) -> Pass:  # fmt: skip
+    if ports.prober is not None:
+        observed = _probe(body, observed, ports.prober, ports.writer, now)
+    servers = _servers(body, settings, ports.servers)
     states = None
-    if images is not None:
-        jobs = image_jobs(body, observed, settings, pinned_servers)
-        states = {key: images.state(job) for key, job in jobs.items()}
-    result = plan(body, observed, settings, now, states, pinned_servers, analysis, telemetry)
+    if ports.images is not None:
+        jobs = image_jobs(body, observed, settings, servers)
+        states = {key: ports.images.state(job) for key, job in jobs.items()}
+    analysis = _analyse(body, observed, ports.queries)
+    telemetry = _telemetry(body, observed, settings, now, ports.queries, ports.sampler)
+    result = plan(body, observed, settings, now, states, servers, analysis, telemetry)
     namespace = body["metadata"]["namespace"]
     for obj in result.apply:
-        writer.apply(obj)
+        ports.writer.apply(obj)
     for kind, name in result.delete:
-        writer.delete(kind, namespace, name)
+        ports.writer.delete(kind, namespace, name)
     return result
