@@ -1,4 +1,5 @@
-"""Suites on a local cluster of the benchmark's own: `fleet`, `rollback`, `footprint`."""
+"""Suites on a local cluster of the benchmark's own: `fleet` and `rollback` (and the
+helpers `footprint` and `ota` share)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import atexit
 import copy
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-from common import log, median, pct, ratio, rounded, wait_for
-from kube import GROUP, PLURAL, VERSION, BenchCluster, CountingProxy, Operator, condition, em_ready
+from common import log, median, ratio, rounded, wait_for
+from kube import GROUP, VERSION, BenchCluster, Operator, condition, em_ready
 
 SHA = "3b5d5c3712955042212316173ccf37be800d0a4bf2c6e8d1c0a7f3dd0c6b0f5e"
 MODEL_LABEL = "edgeai.dev/edgemodel"
@@ -24,14 +24,9 @@ FLEETS = {
     "tiny": "gpu=2,npu=2,cpu=4",
     "full": os.environ.get("FLEET_FULL", "gpu=300,npu=300,cpu=900"),
 }
-FOOTPRINT_FLEETS = {"tiny": "gpu=0,npu=30,cpu=4", "full": "gpu=0,npu=300,cpu=30"}
 REPEATS = {"tiny": 1, "full": int(os.environ.get("FLEET_REPEATS", "3"))}
 RESYNC = 10  # the operator's default
 ROLLBACK_DEADLINES = {"tiny": (10,), "full": (10, 30)}
-FOOTPRINT_COUNTS = {
-    "tiny": (10, 100),
-    "full": tuple(int(x) for x in os.environ.get("FOOTPRINT_FULL", "10,100,1000").split(",")),
-}
 POLL = 0.25
 
 _cluster: BenchCluster | None = None
@@ -385,138 +380,3 @@ def suite_rollback(size: str, work: Path) -> dict[str, Any]:
         "runs": runs,
         "flagger": FLAGGER,
     }
-
-
-# --- footprint -----------------------------------------------------------------------
-
-
-def footprint_model(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "EdgeModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "file:///models/digits/1.0.0/model.onnx", "sha256": SHA,
-                      "version": "1.0.0"},
-            "targets": [
-                {"name": "cpu", "accelerator": "cpu", "replicas": 1},
-                {"name": "cpu-int8", "accelerator": "cpu", "precision": "int8", "replicas": 1},
-                {"name": "npu", "accelerator": "npu", "precision": "int8", "replicas": 1},
-            ],
-            "serving": {"probe": {"periodSeconds": 2, "failureThreshold": 2}},
-            "rollout": {"progressDeadlineSeconds": 600},
-        },
-    }  # fmt: skip
-
-
-def suite_footprint(size: str, work: Path) -> dict[str, Any]:
-    fleet = FOOTPRINT_FLEETS[size]
-    c = cluster_for(fleet)
-    proxy = CountingProxy(c.port_base + 43, c.tls())
-    proxy.start()
-    kubeconfig = proxy.kubeconfig(work / "proxy.kubeconfig")
-    idle = 10 if size == "tiny" else 30
-    samples_max = 30 if size == "tiny" else 60
-    rows: list[dict[str, Any]] = []
-    try:
-        for count in FOOTPRINT_COUNTS[size]:
-            ns = f"footprint-{count}"
-            c.namespace(ns)
-            op = Operator(kubeconfig, work / f"operator-{count}.log", 10, namespaces=ns)
-            op.start()
-            try:
-                rows.append(_footprint_one(c, proxy, op, ns, count, idle, samples_max))
-            finally:
-                op.stop()
-            c.kubectl("delete", "namespace", ns, "--wait=false")
-    finally:
-        proxy.stop()
-    return {
-        "fleet": fleet,
-        "targets_per_model": "3 (cpu, cpu int8, npu int8; placement replicas, replicas 1)",
-        "resync_seconds": 10,
-        "api_requests": "counted by a proxy between the operator and the apiserver "
-        "(every request the operator makes, watches counted once per (re)connect)",
-        "idle_window_s": idle,
-        "rows": rows,
-    }
-
-
-def _footprint_one(
-    c: BenchCluster,
-    proxy: CountingProxy,
-    op: Operator,
-    ns: str,
-    count: int,
-    idle: int,
-    samples_max: int,
-) -> dict[str, Any]:
-    names = [f"m{i:04d}" for i in range(count)]
-    items = []
-    for n in names:
-        em = footprint_model(n)
-        em["metadata"]["namespace"] = ns
-        items.append(em)
-    start_requests = proxy.total()
-    cluster_start = c.request_total()
-    t0 = time.monotonic()
-    c.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                     "items": items}))  # fmt: skip
-    created_s = time.monotonic() - t0
-    last = [0]
-
-    def all_ready() -> bool:
-        ems = c.list_em(ns)
-        last[0] = sum(1 for e in ems if em_ready(e))
-        return last[0] == count
-
-    wait_for(all_ready, timeout=180 + count * 1.0, what=f"{count} EdgeModels Ready", every=1.0)
-    ready_s = time.monotonic() - t0
-    to_ready_requests = proxy.total() - start_requests
-    cluster_to_ready = c.request_total() - cluster_start
-    log(f"footprint {count}: all Ready in {ready_s:.1f}s, {to_ready_requests} operator requests")
-
-    before_idle = proxy.snapshot()
-    time.sleep(idle)
-    after_idle = proxy.snapshot()
-    idle_by_kind = {k: v - before_idle.get(k, 0) for k, v in after_idle.items()}
-    idle_by_kind = {k: v for k, v in idle_by_kind.items() if v}
-    idle_requests = sum(idle_by_kind.values())
-
-    rng = random.Random(count)
-    latencies = []
-    for j, name in enumerate(rng.sample(names, min(samples_max, count))):
-        patched = c.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, name,
-            {"spec": {"rollout": {"progressDeadlineSeconds": 601 + j}}},
-        )  # fmt: skip
-        t1 = time.monotonic()
-        gen = patched["metadata"]["generation"]
-
-        def caught_up(n: str = name, g: int = gen) -> bool:
-            status = c.get_em(ns, n).get("status") or {}
-            return int(status.get("observedGeneration", 0)) >= g
-
-        wait_for(caught_up, timeout=120, what=f"{name} status to catch up", every=0.02)
-        latencies.append((time.monotonic() - t1) * 1000.0)
-    snapshot = proxy.snapshot()
-    top = sorted(snapshot.items(), key=lambda kv: -kv[1])[:8]
-    row = {
-        "edgemodels": count,
-        "workloads": 3 * count,
-        "create_s": rounded(created_s, 2),
-        "all_ready_s": rounded(ready_s, 2),
-        "change_to_status_ms_p50": rounded(pct(latencies, 50), 1),
-        "change_to_status_ms_p99": rounded(pct(latencies, 99), 1),
-        "change_samples": len(latencies),
-        "operator_peak_rss_mib": op.peak_rss_mib(),
-        "operator_cpu_s": op.cpu_seconds(),
-        "operator_requests_to_ready": to_ready_requests,
-        "operator_requests_per_model_to_ready": rounded(to_ready_requests / count, 2),
-        "operator_requests_per_model_per_min_idle": rounded(idle_requests / count * 60 / idle, 2),
-        "cluster_requests_to_ready_all_clients": int(cluster_to_ready),
-        "operator_requests_by_kind": dict(top),
-        "operator_idle_requests_by_kind": idle_by_kind,
-    }
-    log(f"footprint {count}: {row}")
-    return row

@@ -30,7 +30,7 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "realnode": realnode_lines,
 }
 # The headline block gathers one or two rows from each of these suites' results.
-HEADLINE = ("fleet", "rollback", "footprint", "images", "realnode")
+HEADLINE = ("fleet", "rollback", "footprint", "ota", "images", "realnode")
 _BLOCK = re.compile(
     r"(<!-- bench:(?P<name>[a-z0-9-]+):start -->\n)(?P<body>.*?)(<!-- bench:(?P=name):end -->)",
     re.S,

@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, log, machine
 
-SUITES = ("fleet", "rollback", "footprint", "optimize", "serving", "images", "realnode")
+SUITES = (
+    "fleet", "rollback", "footprint", "ota", "optimize", "serving", "images", "realnode",
+)  # fmt: skip
 
 
 def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
@@ -40,9 +42,17 @@ def _runner(name: str) -> Callable[[str, Path], dict[str, Any]]:
         from realnode_suite import suite_realnode
 
         return suite_realnode
-    from cluster_suites import suite_fleet, suite_footprint, suite_rollback
+    if name == "footprint":
+        from footprint_suite import suite_footprint
 
-    return {"fleet": suite_fleet, "rollback": suite_rollback, "footprint": suite_footprint}[name]
+        return suite_footprint
+    if name == "ota":
+        from ota_suite import suite_ota
+
+        return suite_ota
+    from cluster_suites import suite_fleet, suite_rollback
+
+    return {"fleet": suite_fleet, "rollback": suite_rollback}[name]
 
 
 def run_suite(name: str, size: str, out: Path) -> dict[str, Any]:

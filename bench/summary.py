@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tables import images_lines, realnode_lines
+from tables import footprint_lines, images_lines, ota_lines, realnode_lines
 
-ORDER = ("fleet", "rollback", "footprint", "optimize", "serving", "images", "realnode")
+ORDER = (
+    "fleet", "rollback", "footprint", "ota", "optimize", "serving", "images", "realnode",
+)  # fmt: skip
 
 
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -81,35 +83,6 @@ def _rollback(f: dict[str, Any]) -> list[str]:
     ]
 
 
-def _footprint(f: dict[str, Any]) -> list[str]:
-    rows = [
-        [r["edgemodels"], r["workloads"], r["all_ready_s"], r["change_to_status_ms_p50"],
-         r["change_to_status_ms_p99"], r["operator_peak_rss_mib"], r["operator_cpu_s"],
-         r["operator_requests_per_model_to_ready"],
-         r["operator_requests_per_model_per_min_idle"]]
-        for r in f["rows"]
-    ]  # fmt: skip
-    return [
-        f"Fleet {f['fleet']}, {f['targets_per_model']}, operator resync "
-        f"{f['resync_seconds']} s; API requests {f['api_requests']}.",
-        "",
-        *table(
-            [
-                "EdgeModels",
-                "workloads",
-                "all Ready (s)",
-                "change->status p50 (ms)",
-                "p99 (ms)",
-                "peak RSS (MiB)",
-                "CPU (s)",
-                "requests/model to Ready",
-                "requests/model/min idle",
-            ],
-            rows,
-        ),
-    ]
-
-
 def _optimize(f: dict[str, Any]) -> list[str]:
     from tables import optimize_lines
 
@@ -125,7 +98,8 @@ def _serving(f: dict[str, Any]) -> list[str]:
 RENDER: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "fleet": _fleet,
     "rollback": _rollback,
-    "footprint": _footprint,
+    "footprint": footprint_lines,
+    "ota": ota_lines,
     "optimize": _optimize,
     "serving": _serving,
     "images": images_lines,

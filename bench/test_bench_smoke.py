@@ -1,7 +1,7 @@
 """Smoke test of the benchmark runner: the suites that need no cluster, at size tiny.
 
 Takes about half a minute (the optimize suite quantizes the real models on a few rows).
-The cluster suites (fleet, rollback, footprint) start a cluster of
+The cluster suites (fleet, rollback, footprint, ota) start a cluster of
 their own and take about a minute each at size tiny; set BENCH_SMOKE_CLUSTER=1 to run them
 too (they need the binaries of hack/build-tools.sh and free ports 18443..18480)."""
 
@@ -72,10 +72,12 @@ def test_serving_suite_measures_our_server(tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.skipif(os.environ.get("BENCH_SMOKE_CLUSTER") != "1", reason="BENCH_SMOKE_CLUSTER")
-@pytest.mark.parametrize("suite", ["fleet", "rollback", "footprint"])
+@pytest.mark.parametrize("suite", ["fleet", "rollback", "footprint", "ota"])
 def test_cluster_suites_at_tiny_size(tmp_path: Path, suite: str) -> None:
     figures = run(suite, tmp_path)
-    assert {"fleet": "median", "rollback": "runs", "footprint": "rows"}[suite] in figures
+    key = {"fleet": "median", "rollback": "runs", "footprint": "rows",
+           "ota": "rollback_after_evidence"}[suite]  # fmt: skip
+    assert key in figures
 
 
 def test_readme_blocks_are_what_the_committed_results_give(tmp_path: Path) -> None:

@@ -72,11 +72,13 @@ def build(config: Config) -> Components:
     elif config.telemetry_pods:
         sampler = PodSampler(config.telemetry_pods)
         closers.append(sampler.close)
+    servers = ServerImageResolver(_insecure_hosts(config))
+    closers.append(servers.close)
     ports = Ports(
         writer=writer,
         images=images,
         prober=oip.probe_many if config.active_probe else None,
-        servers=ServerImageResolver(_insecure_hosts(config)),
+        servers=servers,
         queries=prometheus,
         sampler=sampler,
     )

@@ -82,7 +82,9 @@ def test_create_then_ready_then_steady() -> None:
     assert first.status["phase"] == "Progressing"
     assert cond(first.status, "Ready")["status"] == "False"
     assert cond(first.status, "Progressing")["reason"] == "RollingOut"
-    assert [e.reason for e in first.events] == ["Created", "Created"]
+    assert [(e.reason, e.message) for e in first.events] == [
+        ("Created", "Created Deployment digits-cpu, Service digits-cpu")
+    ]
 
     body["status"] = first.status
     rev = first.status["revision"]

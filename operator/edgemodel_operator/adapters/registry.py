@@ -125,6 +125,10 @@ class Registry:
         self._timeout = timeout
         self._tokens: dict[str, str] = {}
 
+    def close(self) -> None:
+        """Release its connection pool."""
+        self._session.close()
+
     # -- transport
 
     def _basic(self) -> tuple[str, str] | None:

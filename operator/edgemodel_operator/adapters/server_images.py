@@ -4,7 +4,9 @@ index serves, so that pods never run whatever a node happens to have cached unde
 and targets only go where the image can run.
 
 Answers are kept for a minute; when the registry cannot be reached, the last answer stays,
-and a tag never resolved is used as it is (the node resolves it when it pulls)."""
+and a tag never resolved is used as it is (the node resolves it when it pulls). A failed
+lookup is not tried again for a minute either: every reconcile asks, and a registry that
+does not answer must not slow them all down (nor fill the log)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class ServerImageResolver:
         self._auth = dict(auth or {})  # host -> {"username", "password"}
         self._clock = clock
         self._known: dict[str, tuple[float, Resolved]] = {}
+        self._failed: dict[str, float] = {}  # reference -> when its lookup last failed
+        self._registries: dict[str, Registry] = {}  # one client (and connection pool) per host
         self._lock = threading.Lock()
 
     def resolve(self, reference: str) -> Resolved | None:
@@ -53,22 +57,42 @@ class ServerImageResolver:
             return None  # already pinned: nothing to resolve (its platforms stay unknown)
         with self._lock:
             cached = self._known.get(reference)
-        if cached and self._clock() - cached[0] < TTL_SECONDS:
+            failed = self._failed.get(reference)
+        now = self._clock()
+        if cached and now - cached[0] < TTL_SECONDS:
             return cached[1]
+        if failed is not None and now - failed < TTL_SECONDS:
+            return cached[1] if cached else None
         host, _ = split_repository(repo)
-        registry = Registry(
-            insecure=_local(host) or host in self._insecure, auth=self._auth.get(host), timeout=5
-        )
+        with self._lock:
+            registry = self._registries.get(host)
+            if registry is None:
+                registry = self._registries[host] = Registry(
+                    insecure=_local(host) or host in self._insecure, auth=self._auth.get(host),
+                    timeout=5,
+                )  # fmt: skip
         try:
             manifest = registry.manifest(repo, ref)
         except RegistryError as err:
             LOG.warning("Could not resolve the server image", image=reference, error=str(err))
-            return cached[1] if cached else None
+            return self._failure(reference, cached)
         if manifest is None:
             LOG.warning("The server image is not in its registry", image=reference)
-            return cached[1] if cached else None
+            return self._failure(reference, cached)
         archs = tuple(sorted(manifest.platforms)) if manifest.platforms else ()
         found = Resolved(f"{repo}@{manifest.digest}", archs)
         with self._lock:
             self._known[reference] = (self._clock(), found)
+            self._failed.pop(reference, None)
         return found
+
+    def close(self) -> None:
+        with self._lock:
+            for registry in self._registries.values():
+                registry.close()
+            self._registries.clear()
+
+    def _failure(self, reference: str, cached: tuple[float, Resolved] | None) -> Resolved | None:
+        with self._lock:
+            self._failed[reference] = self._clock()
+        return cached[1] if cached else None

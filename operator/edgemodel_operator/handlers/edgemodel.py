@@ -47,14 +47,24 @@ def _key(body: kopf.Body) -> w.Key | None:
     return w.owner_key(str(body.metadata.namespace), body.metadata.labels)
 
 
+def _lean(body: kopf.Body) -> dict[str, Any]:
+    """The object as the reconcile reads it, without managedFields (often half its size):
+    the indices hold every node, pod and child in memory."""
+    meta = {k: v for k, v in body.metadata.items() if k != "managedFields"}
+    return {**dict(body), "metadata": meta}
+
+
 def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
-    return {None: dict(body)}
+    node = _lean(body)
+    status = dict(node.get("status") or {})
+    status.pop("images", None)  # a real node lists every image it holds
+    return {None: {**node, "status": status}}
 
 
 def children_index(kind: str) -> Any:
     def index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
         key = _key(body)
-        return {key: {**dict(body), "kind": kind}} if key else {}
+        return {key: {**_lean(body), "kind": kind}} if key else {}
 
     index.__name__ = f"{kind.lower()}s_index"
     return index
@@ -62,8 +72,7 @@ def children_index(kind: str) -> Any:
 
 def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     key = _key(body)
-    return {key: {"metadata": dict(body.metadata), "spec": dict(body.spec),
-                  "status": dict(body.status)}} if key else {}  # fmt: skip
+    return {key: _lean(body)} if key else {}
 
 
 def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
