@@ -34,6 +34,8 @@ GATES = {  # gate -> (image tag of the bad version, progress deadline)
     "lost readiness": ("1.1.0-turns-not-ready", 600),
     "progress deadline": ("1.1.0-never-ready", 30),
 }
+# Pods of turns-not-ready lose readiness 10 s after becoming Ready: inside a 5 s x 3 window.
+PROBE = {"periodSeconds": 5, "failureThreshold": 3}
 OFFLINE_LABEL = "kwok.edgeai.dev/offline"
 GOAL_S = 2.0  # rollback within 2 s of the first failing evidence
 
@@ -74,12 +76,18 @@ class FirstEvidence:
         self._stop.set()
 
 
+def _gate_model(tag: str, deadline: int) -> dict[str, Any]:
+    em = fleet_model("digits", tag, deadline)
+    em["spec"]["serving"]["probe"] = dict(PROBE)
+    return em
+
+
 def _gate_run(c: BenchCluster, ns: str, gate: str, timeout: float) -> float:
     tag, deadline = GATES[gate]
-    c.apply(ns, fleet_model("digits", "1.0.0", deadline))
+    c.apply(ns, _gate_model("1.0.0", deadline))
     wait_for(lambda: promoted(c, ns, "digits"), timeout=timeout, what="the good version")
     watcher = FirstEvidence(c, ns, gate) if gate != "progress deadline" else None
-    c.apply(ns, fleet_model("digits", tag, deadline))
+    c.apply(ns, _gate_model(tag, deadline))
     started = time.monotonic()
     try:
         wait_for(lambda: condition(c.get_em(ns, "digits"), "RolledBack") == "True",

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgemodel_operator.api.names import ACCELERATOR_LABEL, GROUP
+
 ACCELERATORS = ("gpu", "npu", "cpu")
-ACCELERATOR_LABEL = "edgeai.dev/accelerator"
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ DEFAULT_PROFILES: Mapping[str, AcceleratorProfile] = {
         tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
         runtime_class="nvidia",  # what the GPU Operator and K3s name the NVIDIA runtime
     ),
-    "npu": AcceleratorProfile(node_selector={ACCELERATOR_LABEL: "npu"}, resource="edgeai.dev/npu"),
+    "npu": AcceleratorProfile(node_selector={ACCELERATOR_LABEL: "npu"}, resource=f"{GROUP}/npu"),
     "cpu": AcceleratorProfile(node_selector={ACCELERATOR_LABEL: "cpu"}),
 }
 

@@ -10,7 +10,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "EdgeModel"
 
 MANAGED_BY = "edgemodel-operator"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# The recommended labels (app.kubernetes.io/...), on every child and pod.
+APP = "app.kubernetes.io"
+NAME_LABEL, INSTANCE_LABEL = f"{APP}/name", f"{APP}/instance"
+VERSION_LABEL, COMPONENT_LABEL = f"{APP}/version", f"{APP}/component"
+PART_OF_LABEL, MANAGED_BY_LABEL = f"{APP}/part-of", f"{APP}/managed-by"
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 # On every child and pod: which EdgeModel and target it belongs to.

@@ -12,35 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-import structlog
 
 from edgemodel_operator import wiring
 from edgemodel_operator.api.names import GROUP, MANAGED, PLURAL, VERSION
 from edgemodel_operator.config import Config
+from edgemodel_operator.handlers.passes import CHILDREN, Passes
 from edgemodel_operator.handlers.wakeups import Wakeups
 from edgemodel_operator.reconcile import wakeups as w
-from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.reconcile.plan import Pass, accelerators_of
-from edgemodel_operator.reconcile.status import status_patch
-from edgemodel_operator.services.reconcile import reconcile
-
-LOG = structlog.get_logger("edgemodel_operator")
-ROLLBACKS = "edgemodel_rollbacks_total"
-EVENTS = "edgemodel_events_total"
-ERRORS = "edgemodel_reconcile_errors_total"
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed pass, then the resync
-# Children of an EdgeModel, indexed by (namespace, model): kind, API group, version, plural.
-CHILDREN = (
-    ("Deployment", "apps", "v1", "deployments"),
-    ("DaemonSet", "apps", "v1", "daemonsets"),
-    ("Service", "", "v1", "services"),
-    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
-)
+from edgemodel_operator.reconcile.plan import accelerators_of
 
 
 def _key(body: kopf.Body) -> w.Key | None:
@@ -82,91 +64,23 @@ def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     return {key: {"metadata": dict(body.metadata), "endpoints": body.get("endpoints") or []}}
 
 
-def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
-    """The pass's Events (also logged) and metrics."""
-    meta = body.metadata
-    log = LOG.bind(namespace=meta.namespace, name=meta.name, generation=meta.get("generation"))
-    if done.action == "RollBack":
-        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
-                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
-    for event in done.events:
-        log.info(event.message, reason=event.reason, type=event.type)
-        metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
-                      type=event.type, reason=event.reason)  # fmt: skip
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-def observe(key: w.Key, indices: Any) -> Observed:
-    return Observed(
-        nodes=list(indices["nodes_index"].get(None, [])),
-        children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
-                  for c in indices[f"{kind.lower()}s_index"].get(key, [])],
-        pods=list(indices["pods_index"].get(key, [])),
-        endpoint_slices=list(indices["slices_index"].get(key, [])),
-    )  # fmt: skip
-
-
-def reconcile_once(body: dict[str, Any], parts: wiring.Components, indices: Any) -> Pass:
-    """One pass: plan, then apply and delete what it says."""
-    meta = body["metadata"]
-    started = time.perf_counter()
-    observed = observe((meta["namespace"], meta["name"]), indices)
-    done = reconcile(body, observed, parts.ports, parts.settings, datetime.now(UTC))
-    parts.metrics.observe_reconcile(time.perf_counter() - started)
-    parts.metrics.observe_status(body, done.status, observed.pods)
-    return done
-
-
 async def worker(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **indices: Any
 ) -> None:
-    """The EdgeModel's reconciles, one at a time, for as long as it exists."""
-    parts: wiring.Components = memo.components
-    wakeups: Wakeups = memo.wakeups
+    """The EdgeModel's passes, one at a time, for as long as it exists."""
     key = (str(body.metadata.namespace), str(body.metadata.name))
-    wake = wakeups.join(key, accelerators_of(dict(body)))
-    loop = asyncio.get_running_loop()
-    failures, took = 0, 0.0
-    # The object as our last status write left it, and the resourceVersion it replaced:
-    # until the watch brings that write back, the live body is older than what we wrote.
-    mine: tuple[str, dict[str, Any]] | None = None
+    wake = memo.wakeups.join(key, accelerators_of(dict(body)))
+    passes = Passes(key, memo.components, memo.executor, indices)
     try:
-        while not stopped:
+        while not stopped and not body.metadata.deletion_timestamp:
             wake.clear()
-            current = dict(body)
-            if mine is not None and current["metadata"].get("resourceVersion") == mine[0]:
-                current = {**current, "status": mine[1].get("status") or {}}
-            if current["metadata"].get("deletionTimestamp"):
-                return  # the garbage collector removes the children; recreating them would fight
-            wakeups.update(key, accelerators_of(current))
-            started = loop.time()
-            try:
-                done = await loop.run_in_executor(
-                    memo.executor, reconcile_once, current, parts, indices
-                )
-                publish(body, done, parts.metrics)  # the Events go out before the status
-                patch = status_patch(current.get("status") or {}, done.status)
-                written = None
-                if patch:
-                    written = await loop.run_in_executor(
-                        memo.executor, parts.writer.patch_status, *key, patch
-                    )
-                failures = 0
-            except Exception as err:  # logged, counted and retried
-                LOG.error("reconcile failed", namespace=key[0], name=key[1], error=str(err),
-                          exc_info=err)  # fmt: skip
-                parts.metrics.count(ERRORS, "Reconciles that failed (retried).")
-                failures += 1
-                await wakeups.wait(wake, stopped, RETRY_SECONDS[min(failures, 5) - 1])
-                continue
-            took = loop.time() - started
-            if written is not None:
-                mine = (str(current["metadata"].get("resourceVersion")), written)
-            await wakeups.wait(wake, stopped, parts.config.resync_seconds)
-            await asyncio.sleep(w.pause(parts.config.debounce_seconds, took))
-    finally:
-        wakeups.leave(key)
-        parts.metrics.forget(*key)  # deleted (or the operator stops): its gauges go
+            memo.wakeups.update(key, accelerators_of(dict(body)))
+            wait, pause = await passes.run(body)
+            await memo.wakeups.wait(wake, stopped, wait)
+            await asyncio.sleep(pause)
+    finally:  # deleted (the garbage collector removes its children), or the operator stops
+        memo.wakeups.leave(key)
+        memo.components.metrics.forget(*key)
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgemodel_operator.api.names import CLIENT_LABEL, MANAGED_BY, MODEL_LABEL
+from edgemodel_operator.api.names import CLIENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MODEL_LABEL
 from edgemodel_operator.api.spec import EdgeModelSpec
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.workloads import (
@@ -82,7 +82,7 @@ def build_network_policy(
         "policyTypes": ["Ingress"],
         "ingress": [{"from": peers, "ports": [{"port": spec.serving.port, "protocol": "TCP"}]}],
     }
-    labels = {"app.kubernetes.io/managed-by": MANAGED_BY, MODEL_LABEL: owner.name}
+    labels = {MANAGED_BY_LABEL: MANAGED_BY, MODEL_LABEL: owner.name}
     name = network_policy_name(owner.name)
     return child(owner, "networking.k8s.io/v1", "NetworkPolicy", name, labels, policy)
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
-from edgemodel_operator.api.names import TARGET_LABEL
+from edgemodel_operator.api.names import API_VERSION, TARGET_LABEL
 from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
 from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
@@ -345,7 +345,7 @@ def _images_pending(
 def _owner(body: Mapping[str, Any]) -> Owner:
     meta = body["metadata"]
     return Owner(
-        api_version=body.get("apiVersion", "edgeai.dev/v1alpha1"),
+        api_version=body.get("apiVersion", API_VERSION),
         kind=body.get("kind", "EdgeModel"),
         name=meta["name"],
         namespace=meta["namespace"],

@@ -16,13 +16,19 @@ from typing import Any
 
 from edgemodel_operator.api.names import (
     ACCELERATOR_LABEL,
+    COMPONENT_LABEL,
     HELD_LABEL,
+    INSTANCE_LABEL,
     MANAGED_BY,
+    MANAGED_BY_LABEL,
     MODEL_LABEL,
+    NAME_LABEL,
+    PART_OF_LABEL,
     PROBE_CONDITION,
     REVISION_ANNOTATION,
     SPEC_HASH_ANNOTATION,
     TARGET_LABEL,
+    VERSION_LABEL,
 )
 from edgemodel_operator.api.spec import EdgeModelSpec
 from edgemodel_operator.reconcile.placement import Placement
@@ -170,12 +176,12 @@ def target_labels(owner: Owner, spec: EdgeModelSpec, placement: Placement) -> di
     """Labels of every child of a target, its pods included."""
     name = workload_name(owner.name, placement.target.name)
     return {
-        "app.kubernetes.io/name": "edgemodel-server",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/version": label_value(spec.model.version) or "unknown",
-        "app.kubernetes.io/component": "model-server",
-        "app.kubernetes.io/part-of": owner.name,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        NAME_LABEL: "edgemodel-server",
+        INSTANCE_LABEL: name,
+        VERSION_LABEL: label_value(spec.model.version) or "unknown",
+        COMPONENT_LABEL: "model-server",
+        PART_OF_LABEL: owner.name,
+        MANAGED_BY_LABEL: MANAGED_BY,
         MODEL_LABEL: owner.name,
         TARGET_LABEL: placement.target.name,
         ACCELERATOR_LABEL: placement.accelerator,

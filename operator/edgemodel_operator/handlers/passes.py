@@ -1,0 +1,114 @@
+"""One EdgeModel's passes: observe it from kopf's indices, reconcile in a worker thread,
+publish the Events and metrics, write the status; and what a failing pass waits before the
+next try. A pass makes no read requests: everything it reads is in the indices."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import structlog
+
+from edgemodel_operator import wiring
+from edgemodel_operator.reconcile import wakeups as w
+from edgemodel_operator.reconcile.observed import Observed
+from edgemodel_operator.reconcile.plan import Pass
+from edgemodel_operator.reconcile.status import status_patch
+from edgemodel_operator.services.reconcile import reconcile
+
+LOG = structlog.get_logger("edgemodel_operator")
+ROLLBACKS = "edgemodel_rollbacks_total"
+EVENTS = "edgemodel_events_total"
+ERRORS = "edgemodel_reconcile_errors_total"
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed pass, then the resync
+# Children of an EdgeModel, indexed by (namespace, model): kind, API group, version, plural.
+CHILDREN = (
+    ("Deployment", "apps", "v1", "deployments"),
+    ("DaemonSet", "apps", "v1", "daemonsets"),
+    ("Service", "", "v1", "services"),
+    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
+)
+
+
+def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
+    """The pass's Events (also logged) and metrics."""
+    meta = body.metadata
+    log = LOG.bind(namespace=meta.namespace, name=meta.name, generation=meta.get("generation"))
+    if done.action == "RollBack":
+        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
+                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
+    for event in done.events:
+        log.info(event.message, reason=event.reason, type=event.type)
+        metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
+                      type=event.type, reason=event.reason)  # fmt: skip
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def observe(key: w.Key, indices: Any) -> Observed:
+    return Observed(
+        nodes=list(indices["nodes_index"].get(None, [])),
+        children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
+                  for c in indices[f"{kind.lower()}s_index"].get(key, [])],
+        pods=list(indices["pods_index"].get(key, [])),
+        endpoint_slices=list(indices["slices_index"].get(key, [])),
+    )  # fmt: skip
+
+
+def reconcile_once(body: dict[str, Any], parts: wiring.Components, indices: Any) -> Pass:
+    """One pass: plan, then apply and delete what it says."""
+    meta = body["metadata"]
+    started = time.perf_counter()
+    observed = observe((meta["namespace"], meta["name"]), indices)
+    done = reconcile(body, observed, parts.ports, parts.settings, datetime.now(UTC))
+    parts.metrics.observe_reconcile(time.perf_counter() - started)
+    parts.metrics.observe_status(body, done.status, observed.pods)
+    return done
+
+
+class Passes:
+    """The passes of one EdgeModel, run one at a time by its worker."""
+
+    def __init__(self, key: w.Key, parts: wiring.Components,
+                 executor: concurrent.futures.Executor, indices: Any) -> None:  # fmt: skip
+        self.key, self.parts, self.executor, self.indices = key, parts, executor, indices
+        self.failures = 0
+        # The object as our last status write left it, and the resourceVersion it replaced:
+        # until the watch brings that write back, the live body is older than what we wrote.
+        self.mine: tuple[str, dict[str, Any]] | None = None
+
+    def _current(self, body: kopf.Body) -> dict[str, Any]:
+        current = dict(body)
+        if self.mine is not None and current["metadata"].get("resourceVersion") == self.mine[0]:
+            current = {**current, "status": self.mine[1].get("status") or {}}
+        return current
+
+    async def run(self, body: kopf.Body) -> tuple[float, float]:
+        """One pass; returns how long to wait for a wake-up before the next (the resync, or
+        a backoff after a failure) and the pause that gathers a burst of wake-ups."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        current = self._current(body)
+        try:
+            done = await loop.run_in_executor(self.executor, reconcile_once, current,
+                                              self.parts, self.indices)  # fmt: skip
+            publish(body, done, self.parts.metrics)  # the Events go out before the status
+            patch = status_patch(current.get("status") or {}, done.status)
+            if patch:
+                written = await loop.run_in_executor(self.executor,
+                                                     self.parts.writer.patch_status,
+                                                     *self.key, patch)  # fmt: skip
+                if written is not None:
+                    self.mine = (str(current["metadata"].get("resourceVersion")), written)
+        except Exception as err:  # logged, counted and retried
+            LOG.error("reconcile failed", namespace=self.key[0], name=self.key[1],
+                      error=str(err), exc_info=err)  # fmt: skip
+            self.parts.metrics.count(ERRORS, "Reconciles that failed (retried).")
+            self.failures += 1
+            return RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS)) - 1], 0.0
+        self.failures = 0
+        config = self.parts.config
+        return config.resync_seconds, w.pause(config.debounce_seconds, loop.time() - started)
