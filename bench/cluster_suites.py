@@ -196,8 +196,12 @@ def with_tag(ds_list: list[dict[str, Any]], tag: str) -> dict[str, Any]:
 
 
 def promoted(c: BenchCluster, ns: str, name: str) -> bool:
-    status = c.get_em(ns, name).get("status") or {}
-    return bool(status.get("stableRevision")) and status["stableRevision"] == status.get("revision")
+    """The revision the EdgeModel's current spec asks for is its stable one."""
+    em = c.get_em(ns, name)
+    status = em.get("status") or {}
+    current = status.get("observedGeneration") == em["metadata"].get("generation")
+    stable = status.get("stableRevision")
+    return bool(current and stable and stable == status.get("revision"))
 
 
 # --- fleet ---------------------------------------------------------------------------

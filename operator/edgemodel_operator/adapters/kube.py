@@ -9,6 +9,7 @@ call has a timeout: a hung connection must not hang a reconcile."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,14 +57,16 @@ class KubeGateway:
             force=True,
             _content_type="application/apply-patch+yaml",
             _request_timeout=TIMEOUT,
+            _preload_content=False,
         )
-        return dict(self._api.sanitize_for_serialization(result))
+        return _json(result)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
             self._delete[kind](
-                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT
-            )
+                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT,
+                _preload_content=False,
+            ).release_conn()  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # already gone is what we wanted
                 raise
@@ -76,20 +79,22 @@ class KubeGateway:
             result = self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)},
                 _content_type="application/merge-patch+json", _request_timeout=TIMEOUT,
+                _preload_content=False,
             )  # fmt: skip
         except client.ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return dict(result) if isinstance(result, dict) else None
+        return _json(result)
 
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:
         """Set one condition of a pod's status (a readiness gate's); others stay."""
         try:
-            self._core.patch_namespaced_pod_status(
+            answer: Any = self._core.patch_namespaced_pod_status(
                 pod, namespace, {"status": {"conditions": [dict(condition)]}},
-                _request_timeout=TIMEOUT,
+                _request_timeout=TIMEOUT, _preload_content=False,
             )  # fmt: skip
+            answer.release_conn()
         except client.ApiException as err:
             if err.status != 404:  # the pod went away meanwhile
                 raise
@@ -112,6 +117,16 @@ class KubeGateway:
         if value is None:
             raise SecretUnavailable(f"{where} has no key {key!r}")
         return base64.b64decode(value)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """The answer's object as plain JSON: the client's typed models cost more to build than
+    the request took, and nothing here reads them."""
+    try:
+        found = json.loads(response.data)
+    finally:
+        response.release_conn()
+    return found if isinstance(found, dict) else {}
 
 
 def connect() -> KubeGateway:
