@@ -111,4 +111,5 @@ class Passes:
             return RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS)) - 1], 0.0
         self.failures = 0
         config = self.parts.config
-        return config.resync_seconds, w.pause(config.debounce_seconds, loop.time() - started)
+        wait = min(config.resync_seconds, done.recheck_seconds or config.resync_seconds)
+        return wait, w.pause(config.debounce_seconds, loop.time() - started)

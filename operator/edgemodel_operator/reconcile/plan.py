@@ -49,6 +49,7 @@ from edgemodel_operator.reconcile.rollout import (
     RolloutState,
     TargetHealth,
     decide,
+    next_check,
     pod_revision,
     state_from_status,
     target_health,
@@ -122,6 +123,7 @@ class Pass:
     action: str = ""  # the rollout decision, for metrics (e.g. "RollBack")
     apply: list[dict[str, Any]] = field(default_factory=list)  # children to server-side apply
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name), pods included
+    recheck_seconds: float | None = None  # a deadline or window ends then: look again
 
 
 def _policy(spec: EdgeModelSpec) -> Policy:
@@ -416,7 +418,8 @@ def plan(
     placements = _place(run_spec, nodes, settings, run_archs, server_archs)
     holdback = _holdback(previous, decision.state, stable_images, stable_archs)
 
-    result = Pass(status={}, action=decision.action.value)
+    result = Pass(status={}, action=decision.action.value,
+                  recheck_seconds=next_check(decision, policy, now))  # fmt: skip
     owner = _owner(body)
     workload_settings = WorkloadSettings(
         default_image=settings.server_image, pinned=run_pinned, probe_gate=settings.probe_gate,

@@ -335,6 +335,25 @@ def decide(
     return Plan(Action.ROLL_FORWARD, revision, state)
 
 
+def next_check(plan: Plan, policy: Policy, now: datetime) -> float | None:
+    """Seconds until a time-based gate falls due (the progress deadline, the end of the
+    stabilization window), so that the worker looks again then and not at its next
+    resync: no watch event marks a deadline passing. None: nothing is due."""
+    if plan.action not in (Action.ROLL_FORWARD, Action.HOLD):
+        return None
+    state = plan.state
+    due = []
+    if plan.action is Action.ROLL_FORWARD and not state.paused_at:
+        started = state.wave_started_at or state.started_at
+        if started:
+            due.append(policy.progress_deadline_seconds - _since(now, started))
+    if state.ready_since:
+        due.append(policy.stabilization_seconds - _since(now, state.ready_since))
+    # Stamps have whole seconds and a gate passes only once strictly past: one more.
+    ahead = [d + 1.0 for d in due if d + 1.0 > 0]
+    return min(ahead) if ahead else None
+
+
 # --- reading pods and status --------------------------------------------------------------
 
 
