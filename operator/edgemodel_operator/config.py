@@ -17,6 +17,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ApiTimeouts:
+    """How long any call to the API server may take (seconds): set on every request the
+    operator makes itself and on kopf's, so that a hung connection never hangs it."""
+
+    request: float = 30.0  # a whole request, answer included
+    connect: float = 5.0  # TCP and TLS handshake
+    watch: float = 300.0  # the API server ends a watch after this (timeoutSeconds)
+    watch_inactivity: float = 70.0  # no event, not even a bookmark: the watch is dead
+
+
+@dataclass(frozen=True)
 class Config:
     namespaces: tuple[str, ...]  # empty: every namespace
     accelerators: Mapping[str, AcceleratorProfile]
@@ -32,6 +43,10 @@ class Config:
     network_policy: bool = False  # one NetworkPolicy per EdgeModel admits only its clients
     operator_namespace: str = ""  # where the operator's pod runs (for the NetworkPolicy)
     operator_pod_labels: Mapping[str, str] = field(default_factory=dict)
+    api: ApiTimeouts = ApiTimeouts()
+    # "namespace/name" of the Lease replicas elect their leader with; empty: no election.
+    leader_lease: str = ""
+    leader_lease_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,36 @@ def load_config(env: Mapping[str, str]) -> Config:
         network_policy=_flag(env, "EDGEMODEL_NETWORK_POLICY"),
         operator_namespace=env.get("EDGEMODEL_OPERATOR_NAMESPACE", "").strip(),
         operator_pod_labels=_labels(env, "EDGEMODEL_OPERATOR_POD_LABELS"),
+        api=ApiTimeouts(
+            request=_seconds(env, "EDGEMODEL_API_TIMEOUT_SECONDS", 30, 1, 600),
+            connect=_seconds(env, "EDGEMODEL_API_CONNECT_TIMEOUT_SECONDS", 5, 0.5, 120),
+            watch=_seconds(env, "EDGEMODEL_WATCH_TIMEOUT_SECONDS", 300, 10, 3600),
+            watch_inactivity=_seconds(env, "EDGEMODEL_WATCH_INACTIVITY_SECONDS", 70, 2, 3600),
+        ),
+        leader_lease=_lease(env),
+        leader_lease_seconds=_seconds(env, "EDGEMODEL_LEADER_LEASE_SECONDS", 15, 3, 300),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip() or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be {low:g}..{high:g} seconds, got {raw!r}")
+    return value
+
+
+def _lease(env: Mapping[str, str]) -> str:
+    value = env.get("EDGEMODEL_LEADER_ELECTION", "").strip()
+    namespace, sep, name = value.partition("/")
+    if value and (not sep or not namespace or not name or "/" in name):
+        raise ConfigError(
+            f"EDGEMODEL_LEADER_ELECTION must be <namespace>/<lease name>, got {value!r}"
+        )
+    return value
 
 
 def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:

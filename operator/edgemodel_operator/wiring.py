@@ -4,15 +4,18 @@ extra is imported then and not before) and the active probe."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgemodel_operator.adapters import kube, metrics_http, oip
+from edgemodel_operator.adapters.events import EventRecorder
 from edgemodel_operator.adapters.server_images import ServerImageResolver
 from edgemodel_operator.config import Config
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.network import ProbeSource
 from edgemodel_operator.reconcile.plan import PlanSettings
+from edgemodel_operator.services.passes import OnePassAtATime
+from edgemodel_operator.services.recent import RecentWrites
 from edgemodel_operator.services.reconcile import Images, Prober, Servers
 
 
@@ -25,6 +28,9 @@ class Components:
     images: Images | None
     prober: Prober | None
     servers: Servers | None = None
+    events: EventRecorder | None = None  # None: kopf posts them (unit tests)
+    recent: RecentWrites = field(default_factory=RecentWrites)
+    passes: OnePassAtATime = field(default_factory=OnePassAtATime)
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -57,10 +63,12 @@ def build(config: Config) -> Components:
         closers.append(pipeline.close)
     if config.metrics_address:
         metrics_http.serve(config.metrics_address, metrics.render)
+    writer = kube.connect((config.api.connect, config.api.request))
     return Components(
         config=config,
         settings=plan_settings(config),
-        writer=kube.connect(),
+        writer=writer,
+        events=EventRecorder(writer.api, (config.api.connect, config.api.request)),
         metrics=metrics,
         images=images,
         prober=oip.probe_many if config.active_probe else None,

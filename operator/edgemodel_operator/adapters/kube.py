@@ -13,12 +13,13 @@ from typing import Any
 from kubernetes import client, config
 
 FIELD_MANAGER = "edgemodel-operator"
-TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer
+TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer (EDGEMODEL_API_*)
 
 
 class KubeGateway:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._api = api
+        self._timeout = timeout
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         net = client.NetworkingV1Api(api)
         self._patch: dict[str, Callable[..., Any]] = {
@@ -36,6 +37,10 @@ class KubeGateway:
         }
         self._core = core
 
+    @property
+    def api(self) -> client.ApiClient:
+        return self._api
+
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a child we own; returns the stored object."""
         meta = obj["metadata"]
@@ -46,14 +51,14 @@ class KubeGateway:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
-            _request_timeout=TIMEOUT,
+            _request_timeout=self._timeout,
         )
         return dict(self._api.sanitize_for_serialization(result))
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
             self._delete[kind](
-                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT
+                name, namespace, propagation_policy="Background", _request_timeout=self._timeout
             )
         except client.ApiException as err:
             if err.status != 404:  # already gone is what we wanted
@@ -64,17 +69,17 @@ class KubeGateway:
         try:
             self._core.patch_namespaced_pod_status(
                 pod, namespace, {"status": {"conditions": [dict(condition)]}},
-                _request_timeout=TIMEOUT,
+                _request_timeout=self._timeout,
             )  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # the pod went away meanwhile
                 raise
 
 
-def connect() -> KubeGateway:
+def connect(timeout: tuple[float, float] = TIMEOUT) -> KubeGateway:
     """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return KubeGateway(client.ApiClient())
+    return KubeGateway(client.ApiClient(), timeout)

@@ -18,8 +18,17 @@ import kopf
 import structlog
 
 from edgemodel_operator import wiring
-from edgemodel_operator.api.names import GROUP, MANAGED, MODEL_LABEL, PLURAL, VERSION
+from edgemodel_operator.api.names import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    MANAGED,
+    MODEL_LABEL,
+    PLURAL,
+    VERSION,
+)
 from edgemodel_operator.config import Config
+from edgemodel_operator.handlers.settings import apply_timeouts
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.plan import Pass
 from edgemodel_operator.reconcile.status import status_patch
@@ -28,6 +37,7 @@ from edgemodel_operator.services.reconcile import reconcile
 LOG = structlog.get_logger("edgemodel_operator")
 ROLLBACKS = "edgemodel_rollbacks_total"
 EVENTS = "edgemodel_events_total"
+ERRORS = "edgemodel_reconcile_errors_total"
 # Children of an EdgeModel, indexed by (namespace, model): kind, API group, version, plural.
 CHILDREN = (
     ("Deployment", "apps", "v1", "deployments"),
@@ -68,18 +78,40 @@ def slices_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, A
     return {key: {"metadata": dict(body.metadata), "endpoints": body.get("endpoints") or []}}
 
 
-def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
-    """The pass's Events (also logged) and metrics."""
+def publish(body: kopf.Body, done: Pass, metrics: Any, recorder: Any = None) -> None:
+    """The pass's Events (also logged) and metrics. With a recorder, an Event a pass from
+    the same state already posted is not posted, logged or counted again."""
     meta = body.metadata
     log = LOG.bind(namespace=meta.namespace, name=meta.name, generation=meta.get("generation"))
-    if done.action == "RollBack":
-        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
-                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
+    owner = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", KIND),
+             "name": meta.name, "namespace": meta.namespace, "uid": meta.uid}  # fmt: skip
+    fresh = []
     for event in done.events:
+        if recorder is None:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        elif not _post(recorder, owner, str(meta.get("resourceVersion", "")), event, log):
+            continue
+        fresh.append(event.reason)
         log.info(event.message, reason=event.reason, type=event.type)
         metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
                       type=event.type, reason=event.reason)  # fmt: skip
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if done.action == "RollBack" and (recorder is None or "RolledBack" in fresh):
+        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
+                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
+
+
+def _post(recorder: Any, owner: dict[str, Any], key: str, event: Any, log: Any) -> bool:
+    try:
+        return bool(recorder.post(owner, key, event.type, event.reason, event.message))
+    except Exception as err:  # an Event lost is no reason to fail the pass; the log keeps it
+        log.warning("Could not post the Event", reason=event.reason, error=str(err))
+        return True
+
+
+def _cause(err: Exception) -> str:
+    """An API error's reason (Forbidden, Conflict, ...), else the error's type."""
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) and reason.isalpha() else type(err).__name__
 
 
 def reconcile_edgemodel(
@@ -97,11 +129,18 @@ def reconcile_edgemodel(
         endpoint_slices=list(indices["slices_index"].get(key, [])),
     )  # fmt: skip
     started = time.perf_counter()
-    done = reconcile(dict(body), observed, parts.writer, parts.settings, datetime.now(UTC),
-                     parts.images, parts.prober, parts.servers)  # fmt: skip
-    parts.metrics.observe_reconcile(time.perf_counter() - started)
-    patch.status.update(status_patch(dict(body.status), done.status))
-    publish(body, done, parts.metrics)
+    with parts.passes.hold(str(body.metadata.uid)):
+        try:
+            done = reconcile(dict(body), observed, parts.writer, parts.settings,
+                             datetime.now(UTC), parts.images, parts.prober, parts.servers,
+                             parts.recent)  # fmt: skip
+        except Exception as err:
+            parts.metrics.count(ERRORS, "Passes that failed, by cause: an API status such as "
+                                "Forbidden, or the error's type.", reason=_cause(err))  # fmt: skip
+            raise
+        parts.metrics.observe_reconcile(time.perf_counter() - started)
+        patch.status.update(status_patch(dict(body.status), done.status))
+        publish(body, done, parts.metrics, parts.events)
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -116,6 +155,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         )
         settings.posting.level = logging.WARNING  # our own Events say what happened
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+        apply_timeouts(settings, config.api)
 
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo.components.close()

@@ -377,8 +377,8 @@ def plan(
         if needs_apply(obj, live):
             verb = "Created" if live is None else "Updated"
             result.apply.append(obj)
-            result.events.append(EventSpec("Normal", verb, f"{verb} {obj['kind']} "
-                                           f"{obj['metadata']['name']}"))  # fmt: skip
+            what = f"{verb} {obj['kind']} {obj['metadata']['name']} for revision {run_rev}"
+            result.events.append(EventSpec("Normal", verb, what))
     for stale in observed.children:
         kind, child = stale["kind"], stale["metadata"]["name"]
         if (kind, child) not in wanted:

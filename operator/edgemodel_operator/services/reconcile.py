@@ -20,6 +20,7 @@ from edgemodel_operator.reconcile.plan import (
     plan,
 )
 from edgemodel_operator.reconcile.probes import probe_calls, probe_condition, with_conditions
+from edgemodel_operator.services.recent import RecentWrites
 
 
 class Images(Protocol):
@@ -80,7 +81,11 @@ def reconcile(
     images: Images | None = None,
     prober: Prober | None = None,
     servers: Servers | None = None,
+    recent: RecentWrites | None = None,
 ) -> Pass:
+    model = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if recent is not None:  # the indices may not show this operator's last writes yet
+        observed = recent.overlay(model, observed)
     if prober is not None:
         observed = _probe(body, observed, prober, writer, now)
     pinned_servers = {}
@@ -96,7 +101,17 @@ def reconcile(
     result = plan(body, observed, settings, now, states, pinned_servers)
     namespace = body["metadata"]["namespace"]
     for obj in result.apply:
-        writer.apply(obj)
+        stored = writer.apply(obj)
+        if recent is not None:
+            recent.applied(model, observed.child(obj["kind"], obj["metadata"]["name"]), stored)
     for kind, name in result.delete:
         writer.delete(kind, namespace, name)
+        if recent is not None:
+            recent.deleted(model, kind, _live(observed, kind, name))
     return result
+
+
+def _live(observed: Observed, kind: str, name: str) -> Mapping[str, Any] | None:
+    if kind == "Pod":
+        return next((p for p in observed.pods if p["metadata"]["name"] == name), None)
+    return observed.child(kind, name)
