@@ -84,7 +84,8 @@ def unix_upstream(path: str) -> Connect:
 class Rule:
     """What to do with matching requests: `status` answers it (e.g. 429, 500), `gone` ends
     a watch with 410, `delay` holds it for seconds before forwarding, `hold` keeps it
-    unanswered until release(). `times` limits how often it applies (None: always)."""
+    unanswered until release(). It lets the first `skip` matches through, then applies
+    `times` times (None: always)."""
 
     method: str  # e.g. PATCH; "*" for any
     path: str  # a regex searched in the request target (path and query)
@@ -94,13 +95,19 @@ class Rule:
     hold: bool = False
     retry_after: int | None = None
     times: int | None = None
+    skip: int = 0
+    seen: int = 0
     hits: int = 0
     hit: threading.Event = field(default_factory=threading.Event)
 
     def matches(self, method: str, target: str) -> bool:
+        """Whether it applies to this request (counting it as seen when it matches)."""
         if self.times is not None and self.hits >= self.times:
             return False
-        return self.method in ("*", method) and re.search(self.path, target) is not None
+        if self.method not in ("*", method) or re.search(self.path, target) is None:
+            return False
+        self.seen += 1
+        return self.seen > self.skip
 
 
 @dataclass
@@ -143,6 +150,8 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         self._call(self._close_all)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

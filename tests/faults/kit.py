@@ -228,6 +228,8 @@ def start_operator(
             "EDGEMODEL_API_CONNECT_TIMEOUT_SECONDS": "2",
             "EDGEMODEL_WATCH_INACTIVITY_SECONDS": "10",
             "EDGEMODEL_WATCH_TIMEOUT_SECONDS": "60",
+            # Targets bring their own images: nothing to resolve (and no registry to ask).
+            "EDGEMODEL_SERVER_IMAGE": "127.0.0.1:9/edgemodel-server:none-{accelerator}",
             **env,
         },
         log=workdir / f"operator-{health}.log",

@@ -176,12 +176,16 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                registry=registry, id="slices_index")(slices_index)  # fmt: skip
     resource = (GROUP, VERSION, PLURAL)
     labels = dict(config.selector) or None
+    # A failed pass is retried at the resync period, not kopf's 60 s: passes are level-based
+    # and cheap, and recovery (RBAC restored, API server back) should not wait a minute.
+    retry = config.resync_seconds
     for decorate in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        decorate(*resource, labels=labels, registry=registry)(reconcile_edgemodel)
+        decorate(*resource, labels=labels, registry=registry, backoff=retry)(reconcile_edgemodel)
     kopf.timer(
         *resource,
         interval=config.resync_seconds,
         initial_delay=config.resync_seconds,
         labels=labels,
         registry=registry,
+        backoff=retry,
     )(reconcile_edgemodel)
