@@ -365,10 +365,10 @@ def plan(
             result.delete += [("Pod", pod) for pod in moving]
             if moving:
                 wave_no = decision.state.wave + 1
-                pods = ", ".join(sorted(moving)[:5]) + (", ..." if len(moving) > 5 else "")
+                named = ", ".join(sorted(moving)[:5]) + (", ..." if len(moving) > 5 else "")
                 result.events.append(EventSpec("Normal", "ReplacedPods", f"Replaced "
                     f"{len(moving)} pod(s) of target {target} to run revision {run_rev} "
-                    f"(wave {wave_no}): {pods}"))  # fmt: skip
+                    f"(wave {wave_no}): {named}"))  # fmt: skip
     if settings.network_policy:
         desired.append(build_network_policy(owner, run_spec, settings.probe_source))
 
