@@ -28,7 +28,7 @@ from edgemodel_operator.api.names import (
     VERSION,
 )
 from edgemodel_operator.config import Config
-from edgemodel_operator.handlers.settings import apply_timeouts
+from edgemodel_operator.handlers.settings import CompactDiffBase, apply_timeouts
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.plan import Pass
 from edgemodel_operator.reconcile.status import status_patch
@@ -150,7 +150,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         memo.components = wiring.build(config)
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.diffbase_storage = CompactDiffBase(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our own Events say what happened

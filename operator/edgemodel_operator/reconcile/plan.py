@@ -18,7 +18,7 @@ from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import TARGET_LABEL
-from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
+from edgemodel_operator.api.spec import EdgeModelSpec, check_name, parse_spec
 from edgemodel_operator.reconcile.drift import needs_apply
 from edgemodel_operator.reconcile.images import (
     ImageJob,
@@ -296,6 +296,7 @@ def plan(
     previous: Mapping[str, Any] = body.get("status") or {}
     raw_spec: Mapping[str, Any] = body.get("spec") or {}
     try:
+        check_name(name)
         spec = parse_spec(raw_spec)
     except InvalidSpec as err:
         status = invalid_status(previous, generation, str(err), now)
