@@ -12,6 +12,8 @@ only. Standard library only, so it runs before any venv.
     devcluster.py status                            print what runs and the nodes (exit 0;
                                                     1: not running; 3: a real node is down)
     devcluster.py down                              stop everything and delete the state
+    devcluster.py restart-apiserver [--down-seconds N]
+                                                    restart only the API server (fault tests)
 
 State (PKI, kubeconfig, logs, pids) lives in --state-dir (default .devcluster/);
 the admin kubeconfig is <state-dir>/kubeconfig.
@@ -702,6 +704,21 @@ def stop_components(layout: Layout, components: tuple[str, ...]) -> list[str]:
     return [c for c, _ in stopped]
 
 
+def restart_apiserver(layout: Layout, down_seconds: float) -> None:
+    """Stop the API server (SIGTERM, as a rolling restart does), keep it down for a while,
+    then start it again with the flags it ran with; everything else keeps running."""
+    pid = pid_alive(layout, "kube-apiserver")
+    if not pid:
+        raise ClusterError("no kube-apiserver runs in this state directory")
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[1:]
+    stop_components(layout, ("kube-apiserver",))
+    time.sleep(down_seconds)
+    start(layout, "kube-apiserver", [a.decode() for a in args])
+    readyz = f"https://127.0.0.1:{layout.ports.apiserver}/readyz"
+    wait_until(layout, "kube-apiserver", lambda: http_ok(readyz, admin_tls(layout)), 90)
+    log(f"restarted kube-apiserver after {down_seconds:g}s down")
+
+
 def down(layout: Layout, quiet: bool = False) -> None:
     # The controllers and kwok first: nothing may recreate the pods that the real nodes
     # tear down next, through the apiserver, which stops last.
@@ -757,7 +774,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "kubeconfig", "restart-apiserver"]
+    )
     parser.add_argument(
         "--state-dir", default=os.environ.get("DEVCLUSTER_STATE", str(ROOT / ".devcluster"))
     )
@@ -772,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port-base", type=int, default=int(os.environ.get("DEVCLUSTER_PORT_BASE", "16400"))
     )
+    parser.add_argument("--down-seconds", type=float, default=0.0,
+                        help="restart-apiserver: how long it stays down")  # fmt: skip
     args = parser.parse_args(argv)
 
     try:
@@ -794,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
             up(layout, parse_fleet(args.fleet), args.real_nodes)
         elif args.command == "down":
             down(layout)
+        elif args.command == "restart-apiserver":
+            restart_apiserver(layout, args.down_seconds)
         elif args.command == "kubeconfig":
             print(layout.kubeconfig)
         else:

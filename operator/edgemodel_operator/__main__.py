@@ -7,7 +7,7 @@ import sys
 
 import kopf
 
-from edgemodel_operator import wiring
+from edgemodel_operator import startup, wiring
 from edgemodel_operator.config import ConfigError, load_config
 from edgemodel_operator.handlers import edgemodel
 from edgemodel_operator.logs import configure_logging
@@ -23,13 +23,18 @@ def main() -> int:
     configure_logging(config.log_level)
     registry = kopf.OperatorRegistry()
     edgemodel.register(registry, config)
-    kopf.run(
-        registry=registry,
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        liveness_endpoint=f"http://{config.health_address}/healthz",
-        standalone=True,
-    )
+    elector = startup.prepare(config)  # leads, and the CRD is served
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=f"http://{config.health_address}/healthz",
+            standalone=True,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
 
 

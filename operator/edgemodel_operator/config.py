@@ -19,6 +19,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ApiTimeouts:
+    """How long any call to the API server may take (seconds): set on every request the
+    operator makes itself and on kopf's, so that a hung connection never hangs it."""
+
+    request: float = 30.0  # a whole request, answer included
+    connect: float = 5.0  # TCP and TLS handshake
+    watch: float = 300.0  # the API server ends a watch after this (timeoutSeconds)
+    watch_inactivity: float = 70.0  # no event, not even a bookmark: the watch is dead
+
+
+@dataclass(frozen=True)
 class Config:
     namespaces: tuple[str, ...]  # empty: every namespace
     accelerators: Mapping[str, AcceleratorProfile]
@@ -39,6 +50,10 @@ class Config:
     telemetry_pods: int = 0  # without Prometheus: pods sampled per EdgeModel (0: none)
     # A woken model waits this long before its pass, gathering a burst of changes.
     debounce_seconds: float = 0.5
+    api: ApiTimeouts = ApiTimeouts()
+    # "namespace/name" of the Lease replicas elect their leader with; empty: no election.
+    leader_lease: str = ""
+    leader_lease_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,14 @@ def load_config(env: Mapping[str, str]) -> Config:
         prometheus_url=_url(env, "EDGEMODEL_PROMETHEUS_URL"),
         telemetry_window_seconds=_whole(env, "EDGEMODEL_TELEMETRY_WINDOW_SECONDS", 60, 10, 3600),
         telemetry_pods=_whole(env, "EDGEMODEL_TELEMETRY_PODS", 0, 0, 100),
+        api=ApiTimeouts(
+            request=_seconds(env, "EDGEMODEL_API_TIMEOUT_SECONDS", 30, 1, 600),
+            connect=_seconds(env, "EDGEMODEL_API_CONNECT_TIMEOUT_SECONDS", 5, 0.5, 120),
+            watch=_seconds(env, "EDGEMODEL_WATCH_TIMEOUT_SECONDS", 300, 10, 3600),
+            watch_inactivity=_seconds(env, "EDGEMODEL_WATCH_INACTIVITY_SECONDS", 70, 2, 3600),
+        ),
+        leader_lease=_lease(env),
+        leader_lease_seconds=_seconds(env, "EDGEMODEL_LEADER_LEASE_SECONDS", 15, 3, 300),
     )
 
 
@@ -147,6 +170,27 @@ def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int)
     if not raw.isdigit() or not low <= int(raw) <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
     return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip() or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be {low:g}..{high:g} seconds, got {raw!r}")
+    return value
+
+
+def _lease(env: Mapping[str, str]) -> str:
+    value = env.get("EDGEMODEL_LEADER_ELECTION", "").strip()
+    namespace, sep, name = value.partition("/")
+    if value and (not sep or not namespace or not name or "/" in name):
+        raise ConfigError(
+            f"EDGEMODEL_LEADER_ELECTION must be <namespace>/<lease name>, got {value!r}"
+        )
+    return value
 
 
 def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemodel_operator.adapters import kube, metrics_http, oip
+from edgemodel_operator.adapters.events import EventRecorder
 from edgemodel_operator.adapters.pod_metrics import PodSampler
 from edgemodel_operator.adapters.prometheus import Prometheus
 from edgemodel_operator.adapters.server_images import ServerImageResolver
@@ -17,6 +18,7 @@ from edgemodel_operator.config import BuildConfig, Config, ConfigError
 from edgemodel_operator.metrics import Metrics
 from edgemodel_operator.reconcile.network import ProbeSource
 from edgemodel_operator.reconcile.plan import PlanSettings
+from edgemodel_operator.services.recent import RecentWrites
 from edgemodel_operator.services.reconcile import Images, Ports
 
 
@@ -27,6 +29,7 @@ class Components:
     writer: kube.KubeGateway
     metrics: Metrics
     ports: Ports  # what a reconcile talks to (the writer among them)
+    events: EventRecorder | None = None  # None: kopf posts them (unit tests)
     _closers: tuple[Any, ...] = ()
 
     def close(self) -> None:
@@ -52,7 +55,7 @@ def build(config: Config) -> Components:
     metrics = Metrics()
     closers: list[Any] = []
     images: Images | None = None
-    writer = kube.connect()
+    writer = kube.connect((config.api.connect, config.api.request))
     if config.builds is not None:
         from edgemodel_operator.services.images import ImagePipeline, builder_for
 
@@ -81,8 +84,11 @@ def build(config: Config) -> Components:
         servers=servers,
         queries=prometheus,
         sampler=sampler,
+        recent=RecentWrites(),
     )
-    return Components(config, plan_settings(config), writer, metrics, ports, tuple(closers))
+    events = EventRecorder(writer.api, (config.api.connect, config.api.request))
+    return Components(config, plan_settings(config), writer, metrics, ports, events,
+                      tuple(closers))  # fmt: skip
 
 
 def _insecure_hosts(config: Config) -> tuple[str, ...]:

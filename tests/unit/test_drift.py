@@ -49,3 +49,11 @@ def test_covers_lists_and_empties() -> None:
     assert covers([{"a": 1, "b": 2}], [{"a": 1}])
     assert not covers([{"a": 1}, {"a": 2}], [{"a": 1}])
     assert covers(None, {}) and covers(None, [])
+
+
+def test_fields_the_api_server_omits_when_empty_are_no_drift() -> None:
+    from edgemodel_operator.reconcile.drift import covers
+
+    desired = {"tolerations": [{"key": "", "operator": "Exists"}]}
+    assert covers({"tolerations": [{"operator": "Exists"}]}, desired)
+    assert not covers({"tolerations": [{"operator": "Equal"}]}, desired)

@@ -82,8 +82,9 @@ def test_create_then_ready_then_steady() -> None:
     assert first.status["phase"] == "Progressing"
     assert cond(first.status, "Ready")["status"] == "False"
     assert cond(first.status, "Progressing")["reason"] == "RollingOut"
+    rev = first.status["revision"]
     assert [(e.reason, e.message) for e in first.events] == [
-        ("Created", "Created Deployment digits-cpu, Service digits-cpu")
+        ("Created", f"Created Deployment digits-cpu, Service digits-cpu for revision {rev}")
     ]
 
     body["status"] = first.status

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from edgemodel_operator.api.names import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "edgemodel-operator"
-TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer
+TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer (EDGEMODEL_API_*)
 
 
 class SecretUnavailable(Exception):
@@ -26,8 +26,9 @@ class SecretUnavailable(Exception):
 
 
 class KubeGateway:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._api = api
+        self._timeout = timeout
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         net = client.NetworkingV1Api(api)
         self._patch: dict[str, Callable[..., Any]] = {
@@ -46,6 +47,10 @@ class KubeGateway:
         self._core = core
         self._custom = client.CustomObjectsApi(api)
 
+    @property
+    def api(self) -> client.ApiClient:
+        return self._api
+
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a child we own; returns the stored object."""
         meta = obj["metadata"]
@@ -56,7 +61,7 @@ class KubeGateway:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
-            _request_timeout=TIMEOUT,
+            _request_timeout=self._timeout,
             _preload_content=False,
         )
         return _json(result)
@@ -64,8 +69,8 @@ class KubeGateway:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
             self._delete[kind](
-                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT,
-                _preload_content=False,
+                name, namespace, propagation_policy="Background",
+                _request_timeout=self._timeout, _preload_content=False,
             ).release_conn()  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # already gone is what we wanted
@@ -78,7 +83,7 @@ class KubeGateway:
         try:
             result = self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)},
-                _content_type="application/merge-patch+json", _request_timeout=TIMEOUT,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
                 _preload_content=False,
             )  # fmt: skip
         except client.ApiException as err:
@@ -92,7 +97,7 @@ class KubeGateway:
         try:
             answer: Any = self._core.patch_namespaced_pod_status(
                 pod, namespace, {"status": {"conditions": [dict(condition)]}},
-                _request_timeout=TIMEOUT, _preload_content=False,
+                _request_timeout=self._timeout, _preload_content=False,
             )  # fmt: skip
             answer.release_conn()
         except client.ApiException as err:
@@ -103,7 +108,9 @@ class KubeGateway:
         """One key of a Secret; SecretUnavailable saying why when it cannot be read."""
         where = f"Secret {namespace}/{name}"
         try:
-            secret = self._core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
+            secret = self._core.read_namespaced_secret(
+                name, namespace, _request_timeout=self._timeout
+            )
         except client.ApiException as err:
             if err.status == 404:
                 raise SecretUnavailable(f"{where} does not exist") from err
@@ -129,10 +136,10 @@ def _json(response: Any) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def connect() -> KubeGateway:
+def connect(timeout: tuple[float, float] = TIMEOUT) -> KubeGateway:
     """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return KubeGateway(client.ApiClient())
+    return KubeGateway(client.ApiClient(), timeout)

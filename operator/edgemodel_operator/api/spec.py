@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from edgemodel_operator.api.accelerators import ACCELERATORS
@@ -22,9 +23,23 @@ ALLOWED_PRECISION = {
 VALIDATION_MODES = ("labels", "reference")
 PLACEMENTS = ("perNode", "replicas")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_URI = re.compile(r"^(https?|file)://.+")
+_URI = re.compile(r"^(https?|file)://[!-~]+$")  # printable ASCII: what goes into a pod spec
+_PRINTABLE = re.compile(r"^[ -~]+$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_UNAVAILABLE = re.compile(r"^[0-9]+%?$")
+_MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Label keys and values, and quantities, as Kubernetes validates them in a Pod spec.
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+_QUANTITY = re.compile(
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+TOLERATION_OPERATORS = ("Exists", "Equal")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 @dataclass(frozen=True)
@@ -180,6 +195,96 @@ def _int(raw: Mapping[str, Any], key: str, where: str, default: int, low: int, h
     return value
 
 
+def check_name(name: str) -> None:
+    """metadata.name names the targets' Services: a DNS label of at most 40 characters."""
+    if len(name) > 40 or not _MODEL_NAME.match(name):
+        raise InvalidSpec(
+            f"metadata.name {name!r} must be a DNS label of at most 40 characters (lowercase "
+            "letters, digits and '-', starting with a letter), because it names the Services "
+            "of its targets"
+        )
+
+
+def _selector(raw: Any, where: str) -> dict[str, str]:
+    """Labels a node must carry: label keys and values, as in a Pod's nodeSelector."""
+    selector = _map(raw, where)
+    for key, value in selector.items():
+        if not isinstance(key, str) or len(key) > 317 or not _LABEL_KEY.match(key):
+            raise InvalidSpec(f"{where}: {key!r} is not a label key")
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise InvalidSpec(f"{where}.{key}: {value!r} is not a label value")
+    return {str(k): str(v) for k, v in selector.items()}
+
+
+def _tolerations(raw: Any, where: str) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(raw, list):
+        raise InvalidSpec(f"{where} must be a list")
+    for i, t in enumerate(raw):
+        at = f"{where}[{i}]"
+        t = _map(t, at)
+        key, operator, value = t.get("key", ""), t.get("operator", "Equal"), t.get("value", "")
+        if not isinstance(key, str) or (key and (len(key) > 317 or not _LABEL_KEY.match(key))):
+            raise InvalidSpec(f"{at}.key {key!r} is not a label key")
+        if operator not in TOLERATION_OPERATORS:
+            raise InvalidSpec(f"{at}.operator must be Exists or Equal, got {operator!r}")
+        if not key and operator != "Exists":
+            raise InvalidSpec(f"{at}: a toleration without a key must have operator Exists")
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise InvalidSpec(f"{at}.value {value!r} is not a label value")
+        if operator == "Exists" and value:
+            raise InvalidSpec(f"{at}: a toleration with operator Exists takes no value")
+        effect = t.get("effect")
+        if effect is not None and effect not in TAINT_EFFECTS:
+            raise InvalidSpec(f"{at}.effect must be one of {', '.join(TAINT_EFFECTS)}")
+        if "tolerationSeconds" in t and effect != "NoExecute":
+            raise InvalidSpec(f"{at}.tolerationSeconds is only for effect NoExecute")
+    return tuple(dict(t) for t in raw)
+
+
+_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+           "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+           "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10),
+           "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+           "Pi": Decimal(2**50), "Ei": Decimal(2**60)}  # fmt: skip
+
+
+def quantity(amount: int | str) -> Decimal:
+    """A Kubernetes quantity's value ("500m" is 0.5, "1Ki" 1024); ValueError if it is none."""
+    if isinstance(amount, int):
+        return Decimal(amount)
+    match = re.match(r"^\+?([0-9]*\.?[0-9]*)(([KMGTPE]i)|[numkMGTPE]|[eE][-+]?[0-9]+)?$", amount)
+    if not match or not _QUANTITY.match(amount):
+        raise ValueError(amount)
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix in _SUFFIX:
+        return number * _SUFFIX[suffix]
+    return number.scaleb(int(suffix[1:]))  # 1e3, 2E-3
+
+
+def _resources(raw: Any, where: str) -> dict[str, Any]:
+    resources = dict(_map(raw, where))
+    amounts: dict[str, dict[str, Decimal]] = {}
+    for part in ("requests", "limits"):
+        for name, amount in _map(resources.get(part), f"{where}.{part}").items():
+            ok = (isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0) or (
+                isinstance(amount, str) and len(amount) <= 32 and _QUANTITY.match(amount)
+            )
+            if not ok:
+                raise InvalidSpec(
+                    f"{where}.{part}.{name} must be a quantity of 0 or more, such as 500m, "
+                    f"1 or 512Mi, got {amount!r}"
+                )
+            device = "/" in name and not name.startswith("hugepages-")
+            if device and not re.match(r"^\+?[0-9]+$", str(amount)):
+                raise InvalidSpec(f"{where}.{part}.{name}: a device takes a whole number")
+            amounts.setdefault(part, {})[name] = quantity(amount)
+    for name, request in amounts.get("requests", {}).items():
+        limit = amounts.get("limits", {}).get(name)
+        if limit is not None and request > limit:
+            raise InvalidSpec(f"{where}.requests.{name} may not exceed its limit")
+    return resources
+
+
 def _model(raw: Mapping[str, Any]) -> ModelSource:
     where = "spec.model"
     uri = _str(raw, "uri", where, required=True) or ""
@@ -189,6 +294,8 @@ def _model(raw: Mapping[str, Any]) -> ModelSource:
     if not _SHA256.match(sha):
         raise InvalidSpec(f"{where}.sha256 must be 64 lowercase hex characters")
     version = _str(raw, "version", where, required=True) or ""
+    if len(version) > 63 or not _PRINTABLE.match(version):
+        raise InvalidSpec(f"{where}.version must be at most 63 printable ASCII characters")
     fmt = raw.get("format", "onnx")
     if fmt != "onnx":
         raise InvalidSpec(f"{where}.format {fmt!r} is not supported; use onnx")
@@ -277,10 +384,9 @@ def _target(raw: Mapping[str, Any], index: int) -> Target:
     fallback = raw.get("fallback")
     if fallback is not None and (fallback not in ACCELERATORS or fallback == accelerator):
         raise InvalidSpec(f"{where}.fallback must be another accelerator than {accelerator}")
-    selector = _map(raw.get("nodeSelector"), f"{where}.nodeSelector")
-    tolerations = raw.get("tolerations") or []
-    if not isinstance(tolerations, list):
-        raise InvalidSpec(f"{where}.tolerations must be a list")
+    image = _str(raw, "image", where)
+    if image is not None and not re.match(r"^[!-~]+$", image):
+        raise InvalidSpec(f"{where}.image must be printable ASCII without spaces, got {image!r}")
     return Target(
         name=name,
         accelerator=accelerator,
@@ -288,10 +394,10 @@ def _target(raw: Mapping[str, Any], index: int) -> Target:
         placement=placement,
         replicas=replicas,
         fallback=fallback,
-        image=_str(raw, "image", where),
-        node_selector={str(k): str(v) for k, v in selector.items()},
-        tolerations=tuple(dict(t) for t in tolerations),
-        resources=dict(_map(raw.get("resources"), f"{where}.resources")),
+        image=image,
+        node_selector=_selector(raw.get("nodeSelector"), f"{where}.nodeSelector"),
+        tolerations=_tolerations(raw.get("tolerations") or [], f"{where}.tolerations"),
+        resources=_resources(raw.get("resources"), f"{where}.resources"),
     )
 
 
@@ -327,6 +433,8 @@ def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
         or (isinstance(max_unavailable, str) and _MAX_UNAVAILABLE.match(max_unavailable))
     ):
         raise InvalidSpec("spec.rollout.maxUnavailable must be a count or a percentage like 25%")
+    if isinstance(max_unavailable, str) and int(max_unavailable.rstrip("%")) > 100:
+        raise InvalidSpec("spec.rollout.maxUnavailable may be at most 100%")
     auto_rollback = rollout_raw.get("autoRollback", True)
     if not isinstance(auto_rollback, bool):
         raise InvalidSpec("spec.rollout.autoRollback must be true or false")

@@ -20,6 +20,7 @@ from edgemodel_operator import wiring
 from edgemodel_operator.api.names import GROUP, MANAGED, PLURAL, VERSION
 from edgemodel_operator.config import Config
 from edgemodel_operator.handlers.passes import CHILDREN, Passes
+from edgemodel_operator.handlers.settings import CompactDiffBase, apply_timeouts
 from edgemodel_operator.handlers.wakeups import Wakeups
 from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.plan import accelerators_of
@@ -97,11 +98,12 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         memo.executor = settings.execution.executor
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.diffbase_storage = CompactDiffBase(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our own Events say what happened
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+        apply_timeouts(settings, config.api)
 
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo.components.close()

@@ -14,6 +14,7 @@ import kopf
 import structlog
 
 from edgemodel_operator import wiring
+from edgemodel_operator.api.names import API_VERSION, KIND
 from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.plan import Pass
@@ -24,6 +25,7 @@ LOG = structlog.get_logger("edgemodel_operator")
 ROLLBACKS = "edgemodel_rollbacks_total"
 EVENTS = "edgemodel_events_total"
 ERRORS = "edgemodel_reconcile_errors_total"
+ERRORS_HELP = "Passes that failed, by cause: an API status such as Forbidden, or the error's type."
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed pass, then the resync
 # Children of an EdgeModel, indexed by (namespace, model): kind, API group, version, plural.
 CHILDREN = (
@@ -34,18 +36,40 @@ CHILDREN = (
 )
 
 
-def publish(body: kopf.Body, done: Pass, metrics: Any) -> None:
-    """The pass's Events (also logged) and metrics."""
+def publish(body: kopf.Body, done: Pass, metrics: Any, recorder: Any = None) -> None:
+    """The pass's Events (also logged) and metrics. With a recorder, an Event a pass from
+    the same state already posted is not posted, logged or counted again."""
     meta = body.metadata
     log = LOG.bind(namespace=meta.namespace, name=meta.name, generation=meta.get("generation"))
-    if done.action == "RollBack":
-        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
-                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
+    owner = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", KIND),
+             "name": meta.name, "namespace": meta.namespace, "uid": meta.uid}  # fmt: skip
+    fresh = []
     for event in done.events:
+        if recorder is None:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        elif not _post(recorder, owner, str(meta.get("resourceVersion", "")), event, log):
+            continue
+        fresh.append(event.reason)
         log.info(event.message, reason=event.reason, type=event.type)
         metrics.count(EVENTS, "Events posted about EdgeModels, by type and reason.",
                       type=event.type, reason=event.reason)  # fmt: skip
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if done.action == "RollBack" and (recorder is None or "RolledBack" in fresh):
+        metrics.count(ROLLBACKS, "Automatic rollbacks to the stable revision.",
+                      namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
+
+
+def _post(recorder: Any, owner: dict[str, Any], key: str, event: Any, log: Any) -> bool:
+    try:
+        return bool(recorder.post(owner, key, event.type, event.reason, event.message))
+    except Exception as err:  # an Event lost is no reason to fail the pass; the log keeps it
+        log.warning("Could not post the Event", reason=event.reason, error=str(err))
+        return True
+
+
+def _cause(err: Exception) -> str:
+    """An API error's reason (Forbidden, Conflict, ...), else the error's type."""
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) and reason.isalpha() else type(err).__name__
 
 
 def observe(key: w.Key, indices: Any) -> Observed:
@@ -97,7 +121,9 @@ class Passes:
         try:
             done, cpu = await loop.run_in_executor(self.executor, reconcile_once, current,
                                                    self.parts, self.indices)  # fmt: skip
-            publish(body, done, self.parts.metrics)  # the Events go out before the status
+            # The Events go out before the status.
+            await loop.run_in_executor(self.executor, publish, body, done, self.parts.metrics,
+                                       self.parts.events)  # fmt: skip
             patch = status_patch(current.get("status") or {}, done.status)
             if patch:
                 written = await loop.run_in_executor(self.executor,
@@ -108,9 +134,12 @@ class Passes:
         except Exception as err:  # logged, counted and retried
             LOG.error("reconcile failed", namespace=self.key[0], name=self.key[1],
                       error=str(err), exc_info=err)  # fmt: skip
-            self.parts.metrics.count(ERRORS, "Reconciles that failed (retried).")
+            self.parts.metrics.count(ERRORS, ERRORS_HELP, reason=_cause(err))
             self.failures += 1
-            return RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS)) - 1], 0.0
+            # Passes are level-based: recovery (RBAC restored, the API server back) waits at
+            # most a resync.
+            backoff = RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS)) - 1]
+            return min(backoff, self.parts.config.resync_seconds), 0.0
         self.failures = 0
         config = self.parts.config
         wait = min(config.resync_seconds, done.recheck_seconds or config.resync_seconds)

@@ -14,6 +14,8 @@ _HASH_ONLY = frozenset({"resources"})
 def covers(live: Any, desired: Any) -> bool:
     """True when every value set in desired is present and equal in live (the API server
     adds defaults, which are not drift); empty desired collections match absent ones."""
+    if live is None and desired in ("", False):
+        return True  # the API server omits empty optional fields (a toleration's key "")
     if isinstance(desired, Mapping):
         if not desired:
             return live in (None, {}) or isinstance(live, Mapping)

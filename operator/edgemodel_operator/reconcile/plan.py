@@ -18,7 +18,7 @@ from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import API_VERSION, TARGET_LABEL
-from edgemodel_operator.api.spec import EdgeModelSpec, parse_spec
+from edgemodel_operator.api.spec import EdgeModelSpec, check_name, parse_spec
 from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
 from edgemodel_operator.reconcile.images import (
@@ -375,6 +375,7 @@ def plan(
     previous: Mapping[str, Any] = body.get("status") or {}
     raw_spec: Mapping[str, Any] = body.get("spec") or {}
     try:
+        check_name(name)
         spec = parse_spec(raw_spec)
     except InvalidSpec as err:
         status = invalid_status(previous, generation, str(err), now)
@@ -455,9 +456,10 @@ def plan(
             result.delete += [("Pod", pod) for pod in moving]
             if moving:
                 wave_no = decision.state.wave + 1
+                named = ", ".join(sorted(moving)[:5]) + (", ..." if len(moving) > 5 else "")
                 result.events.append(EventSpec("Normal", "ReplacedPods", f"Replaced "
                     f"{len(moving)} pod(s) of target {target} to run revision {run_rev} "
-                    f"(wave {wave_no})"))  # fmt: skip
+                    f"(wave {wave_no}): {named}"))  # fmt: skip
     if settings.network_policy:
         desired.append(build_network_policy(owner, run_spec, settings.probe_source))
 
@@ -478,7 +480,7 @@ def plan(
     # creates 6,000 children: as many Events would double the API requests).
     for verb, objects in written.items():
         if objects:
-            why = ": no target needs them" if verb == "Deleted" else ""
+            why = ": no target needs them" if verb == "Deleted" else f" for revision {run_rev}"
             result.events.append(EventSpec("Normal", verb, f"{verb} {', '.join(objects)}{why}"))
 
     status = build_status(

@@ -302,7 +302,9 @@ def _update_strategy(spec: EdgeModelSpec, placement: Placement) -> dict[str, Any
     if spec.rollout.paced:  # the operator moves nodes itself (reconcile/waves.py)
         return {"type": "OnDelete"}
     if placement.resource:  # the device is taken: the pod is replaced in place
-        return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}
+        # Without a surge, none unavailable would mean no progress (the API refuses it).
+        in_place = 1 if max_unavailable in (0, "0", "0%") else max_unavailable
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": in_place}}
     # The new pod starts beside the old one, so apps on the node never lose their server.
     surge = max_unavailable if max_unavailable not in (0, "0", "0%") else 1
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 0}}

@@ -23,6 +23,7 @@ from edgemodel_operator.reconcile.plan import (
     plan,
 )
 from edgemodel_operator.reconcile.probes import probe_calls, probe_condition, with_conditions
+from edgemodel_operator.services.recent import RecentWrites
 
 
 class Images(Protocol):
@@ -76,7 +77,8 @@ class Writer(Protocol):
 class Ports:
     """The I/O a reconcile uses, built once at start-up (wiring.py): the API writer, and
     where configured the image pipeline, the active probe, the server-image resolver,
-    Prometheus's query API and the pods' /metrics sampler."""
+    Prometheus's query API and the pods' /metrics sampler; and the operator's own recent
+    writes, which the watch-fed indices may not show yet."""
 
     writer: Writer
     images: Images | None = None
@@ -84,6 +86,7 @@ class Ports:
     servers: Servers | None = None
     queries: Queries | None = None
     sampler: Sampler | None = None
+    recent: RecentWrites | None = None
 
 
 PROBE_TIMEOUT_SECONDS = 2.0
@@ -164,6 +167,9 @@ def reconcile(
     body: Mapping[str, Any], observed: Observed, ports: Ports, settings: PlanSettings,
     now: datetime,
 ) -> Pass:  # fmt: skip
+    model = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if ports.recent is not None:  # the indices may not show this operator's last writes yet
+        observed = ports.recent.overlay(model, observed)
     if ports.prober is not None:
         observed = _probe(body, observed, ports.prober, ports.writer, now)
     servers = _servers(body, settings, ports.servers)
@@ -176,7 +182,18 @@ def reconcile(
     result = plan(body, observed, settings, now, states, servers, analysis, telemetry)
     namespace = body["metadata"]["namespace"]
     for obj in result.apply:
-        ports.writer.apply(obj)
+        stored = ports.writer.apply(obj)
+        if ports.recent is not None:
+            ports.recent.applied(model, observed.child(obj["kind"], obj["metadata"]["name"]),
+                                 stored)  # fmt: skip
     for kind, name in result.delete:
         ports.writer.delete(kind, namespace, name)
+        if ports.recent is not None:
+            ports.recent.deleted(model, kind, _live(observed, kind, name))
     return result
+
+
+def _live(observed: Observed, kind: str, name: str) -> Mapping[str, Any] | None:
+    if kind == "Pod":
+        return next((p for p in observed.pods if p["metadata"]["name"] == name), None)
+    return observed.child(kind, name)
