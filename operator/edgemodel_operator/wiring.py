@@ -85,6 +85,7 @@ def build(config: Config) -> Components:
         queries=prometheus,
         sampler=sampler,
         recent=RecentWrites(),
+        reader=writer,
     )
     events = EventRecorder(writer.api, (config.api.connect, config.api.request))
     return Components(config, plan_settings(config), writer, metrics, ports, events,

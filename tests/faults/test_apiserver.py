@@ -59,7 +59,9 @@ def test_api_server_restart_mid_rollout_and_mid_watch(site: Site, start: object)
     proxy = site.cluster.proxy()
     _, op = rollout(site, start, proxy)
     patches = len(proxy.requests("PATCH", "/deployments/detector-cpu"))
-    em2 = site.edgemodel("detector", V2, version="1.1.0")
+    # The control plane's restart takes longer than the smallest deadline on a busy machine.
+    patient = {"progressDeadlineSeconds": 60}
+    em2 = site.edgemodel("detector", V2, version="1.1.0", rollout=patient)
     site.apply(em2)
     # Mid-rollout: the operator has just written the new template.
     deadline = time.monotonic() + 30
@@ -69,7 +71,7 @@ def test_api_server_restart_mid_rollout_and_mid_watch(site: Site, start: object)
     site.cluster.restart_apiserver(down_seconds=3)
     # Mid-watch: a change right after the restart must reach the operator.
     three = [{"name": "cpu", "accelerator": "cpu", "replicas": 3}]
-    em3 = site.edgemodel("detector", V3, version="1.2.0", targets=three)
+    em3 = site.edgemodel("detector", V3, version="1.2.0", targets=three, rollout=patient)
     site.apply(em3)
     done = settled(site, "detector", V3, 90, "v1.2.0 promoted and served after the restart")
 

@@ -168,3 +168,52 @@ def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
     )
     assert cond(outcome.status, "Ready")["reason"] == "Unschedulable"
     assert ("Warning", "Unschedulable") in [(e.type, e.reason) for e in outcome.events]
+
+
+class FreshReader:
+    """What the API server holds now, unlike the (lagging) indices."""
+
+    def __init__(self, workloads: list[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
+        self.answer, self.calls = (workloads, pods), 0
+
+    def model_objects(
+        self, namespace: str, model: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        self.calls += 1
+        return self.answer
+
+
+def rollout_past_its_deadline(writer: RecordingWriter) -> tuple[dict[str, Any], str, datetime]:
+    """digits promoted on v1, then v2 applied and still not Ready in the indices 11 s later
+    (10 s progress deadline); returns the body, v2's revision and that moment."""
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2}],
+                     rollout={"progressDeadlineSeconds": 10})  # fmt: skip
+    now = T0
+    for _ in range(3):  # created, Ready, promoted
+        done = reconcile(body, Observed(FLEET, writer.children(2), [
+            pod("cpu", "cpu-0", body.get("status", {}).get("revision", "")),
+            pod("cpu", "cpu-1", body.get("status", {}).get("revision", "")),
+        ]), Ports(writer), CONFIG, now)  # fmt: skip
+        body["status"], now = done.status, now + timedelta(seconds=20)
+    assert body["status"].get("stableRevision")
+    body["spec"]["model"]["version"] = "2.0.0"
+    started = reconcile(body, Observed(FLEET, writer.children(2), []), Ports(writer), CONFIG, now)
+    body["status"] = started.status
+    return body, started.status["revision"], now + timedelta(seconds=11)
+
+
+def test_a_rollback_is_confirmed_against_the_api_server_first() -> None:
+    writer = RecordingWriter()
+    body, v2, late = rollout_past_its_deadline(writer)
+    stale = Observed(FLEET, writer.children(0), [])  # a watch down: nothing seen since
+    ready = FreshReader(writer.children(2), [pod("cpu", "cpu-0", v2), pod("cpu", "cpu-1", v2)])
+    failing = FreshReader(writer.children(0), [pod("cpu", "cpu-0", v2, ready=False)])
+
+    confirmed = reconcile(body, stale, Ports(RecordingWriter(), reader=ready), CONFIG, late)
+    assert ready.calls == 1
+    assert confirmed.action != "RollBack" and not confirmed.status.get("failedRevisions")
+    assert cond(confirmed.status, "Ready")["status"] == "True"
+
+    rolled = reconcile(body, stale, Ports(RecordingWriter(), reader=failing), CONFIG, late)
+    assert rolled.action == "RollBack" and failing.calls == 1
+    assert reconcile(body, stale, Ports(RecordingWriter()), CONFIG, late).action == "RollBack"

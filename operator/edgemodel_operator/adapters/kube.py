@@ -15,7 +15,14 @@ from typing import Any
 
 from kubernetes import client, config
 
-from edgemodel_operator.api.names import GROUP, PLURAL, VERSION
+from edgemodel_operator.api.names import (
+    GROUP,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MODEL_LABEL,
+    PLURAL,
+    VERSION,
+)
 
 FIELD_MANAGER = "edgemodel-operator"
 TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer (EDGEMODEL_API_*)
@@ -44,7 +51,7 @@ class KubeGateway:
             "NetworkPolicy": net.delete_namespaced_network_policy,
             "Pod": core.delete_namespaced_pod,
         }
-        self._core = core
+        self._core, self._apps = core, apps
         self._custom = client.CustomObjectsApi(api)
 
     @property
@@ -103,6 +110,23 @@ class KubeGateway:
         except client.ApiException as err:
             if err.status != 404:  # the pod went away meanwhile
                 raise
+
+    def model_objects(
+        self, namespace: str, model: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The model's Deployments and DaemonSets (each with its "kind") and pods, read now."""
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{MODEL_LABEL}={model}"
+        lists = (
+            ("Deployment", self._apps.list_namespaced_deployment),
+            ("DaemonSet", self._apps.list_namespaced_daemon_set),
+            ("Pod", self._core.list_namespaced_pod),
+        )
+        found: dict[str, list[dict[str, Any]]] = {}
+        for kind, read in lists:
+            answer = read(namespace, label_selector=selector, _request_timeout=self._timeout,
+                          _preload_content=False)  # fmt: skip
+            found[kind] = [{**item, "kind": kind} for item in _json(answer).get("items", [])]
+        return found["Deployment"] + found["DaemonSet"], found["Pod"]
 
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
         """One key of a Secret; SecretUnavailable saying why when it cannot be read."""

@@ -65,6 +65,15 @@ class Sampler(Protocol):
     def rates(self, pods: Sequence[Mapping[str, Any]]) -> tuple[dict[str, tm.PodRates], float]: ...
 
 
+class Reader(Protocol):
+    """The model's workloads (each with its "kind") and pods as the API server has them now
+    (adapters.kube.KubeGateway)."""
+
+    def model_objects(
+        self, namespace: str, model: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+
+
 class Writer(Protocol):
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -87,6 +96,7 @@ class Ports:
     queries: Queries | None = None
     sampler: Sampler | None = None
     recent: RecentWrites | None = None
+    reader: Reader | None = None  # confirms a rollback against the API server
 
 
 PROBE_TIMEOUT_SECONDS = 2.0
@@ -180,6 +190,11 @@ def reconcile(
     analysis = _analyse(body, observed, ports.queries)
     telemetry = _telemetry(body, observed, settings, now, ports.queries, ports.sampler)
     result = plan(body, observed, settings, now, states, servers, analysis, telemetry)
+    if result.action == "RollBack" and ports.reader is not None:
+        # A rollback is decided again on what the API server holds now: the indices lag
+        # for as long as a watch is down (a partition, an API server restart).
+        observed = _fresh(observed, *ports.reader.model_objects(*model))
+        result = plan(body, observed, settings, now, states, servers, analysis, telemetry)
     namespace = body["metadata"]["namespace"]
     for obj in result.apply:
         stored = ports.writer.apply(obj)
@@ -191,6 +206,15 @@ def reconcile(
         if ports.recent is not None:
             ports.recent.deleted(model, kind, _live(observed, kind, name))
     return result
+
+
+WORKLOADS = ("Deployment", "DaemonSet")
+
+
+def _fresh(observed: Observed, workloads: list[dict[str, Any]], pods: list[dict[str, Any]]
+           ) -> Observed:  # fmt: skip
+    others = [c for c in observed.children if c["kind"] not in WORKLOADS]
+    return replace(observed, children=[*others, *workloads], pods=pods)
 
 
 def _live(observed: Observed, kind: str, name: str) -> Mapping[str, Any] | None:
