@@ -38,6 +38,7 @@ accelerators:
 serverImage: "registry.local:5000/edgemodel-server:0.1.0-{accelerator}"
 networkPolicy: {enabled: true}
 resyncSeconds: 30
+replicas: 2
 logLevel: DEBUG
 healthPort: 9081
 builder: {mode: docker, dockerHost: "tcp://buildkitd.edgemodel-system:2375", workSizeLimit: 4Gi}
@@ -164,10 +165,17 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
     kinds = sorted(d["kind"] for d in docs(rendered))
     assert kinds == [
         "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodMonitor",
-        "PrometheusRule", "Role", "Role", "RoleBinding", "RoleBinding", "Service",
-        "ServiceAccount", "ServiceMonitor",
+        "PrometheusRule", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding",
+        "Service", "ServiceAccount", "ServiceMonitor",
     ]  # fmt: skip
     (deployment,) = by_kind(rendered, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert env_of(deployment)["EDGEMODEL_LEADER_ELECTION"] == "edgemodel/edgemodel"
+    lease = next(
+        r for r in by_kind(rendered, "Role") if r["metadata"]["name"].endswith("-leader-election")
+    )
+    assert {v for rule in lease["rules"] for v in rule["verbs"]} == {"create", "get", "update"}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "registry.local:5000/edgemodel-operator@sha256:" + "a" * 64
@@ -184,7 +192,8 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
     assert env["EDGEMODEL_OPERATOR_POD_LABELS"] == (
         "app.kubernetes.io/instance=edgemodel,app.kubernetes.io/name=emo"
     )
-    roles = by_kind(rendered, "Role")
+    roles = [r for r in by_kind(rendered, "Role") if r["metadata"]["namespace"] != "edgemodel"]
+    assert len(roles) == 2
     assert all("networkpolicies" in {r for rule in role["rules"] for r in rule["resources"]}
                for role in roles)  # fmt: skip
     assert env["EDGEMODEL_REGISTRY_URL"] == "registry.local:5000/edgeai"
@@ -201,7 +210,8 @@ def test_every_value_renders(helm: Helm, all_values: Path) -> None:
     assert pod["serviceAccountName"] == "emo-sa"
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert pod["priorityClassName"] == "system-cluster-critical"
-    assert {r["metadata"]["namespace"] for r in by_kind(rendered, "Role")} == {"site-a", "site-b"}
+    namespaces = {r["metadata"]["namespace"] for r in by_kind(rendered, "Role")}
+    assert namespaces == {"site-a", "site-b", "edgemodel"}  # the watched ones, the Lease's
     (cluster_role,) = by_kind(rendered, "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"nodes", "customresourcedefinitions", "namespaces"}

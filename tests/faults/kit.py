@@ -127,12 +127,14 @@ def helm_binary() -> Path:
 
 
 def chart_rbac() -> list[dict[str, Any]]:
-    """The chart's ServiceAccount, ClusterRole and binding as `helm template` renders them
-    for a cluster-wide install: the operator runs with exactly the rights a site gives it."""
+    """The chart's ServiceAccount, ClusterRole, leader-election Role (two replicas) and
+    bindings as `helm template` renders them for a cluster-wide install: the operator runs
+    with exactly the rights a site gives it."""
     rendered = subprocess.run(
         [str(helm_binary()), "template", RELEASE, str(CHART), "--namespace", SYSTEM,
-         "--set", "registry.url=registry.local:5000/edgeai",
+         "--set", "registry.url=registry.local:5000/edgeai", "--set", "replicas=2",
          "--show-only", "templates/serviceaccount.yaml",
+         "--show-only", "templates/leader-election.yaml",
          "--show-only", "templates/clusterrole.yaml",
          "--show-only", "templates/clusterrolebinding.yaml"],
         text=True, capture_output=True, check=True,
@@ -145,24 +147,6 @@ def install_rbac(cluster: FaultCluster) -> None:
     objects = chart_rbac()
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                            "items": objects}))  # fmt: skip
-    # Leader election (scenario 9): the Lease rights the chart grants when replicas > 1.
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "leader-election", "namespace": SYSTEM},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                   "verbs": ["get", "create", "update"]}],
-    }  # fmt: skip
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "leader-election", "namespace": SYSTEM},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "leader-election"},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": SYSTEM}],
-    }  # fmt: skip
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": [role, binding]}))  # fmt: skip
     cluster.token = cluster.kubectl("create", "token", SERVICE_ACCOUNT, "-n", SYSTEM,
                                     "--duration=6h").strip()  # fmt: skip
 

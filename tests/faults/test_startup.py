@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from clusterkit import wait_until
-from kit import CRD, SYSTEM, Site, duplicates, promoted, serves
+from kit import CRD, RELEASE, SYSTEM, Site, duplicates, promoted, serves
 
 V1, V2 = "registry.local/detector:1.0", "registry.local/detector:1.1"
 LEASE_SECONDS = 6
@@ -30,7 +30,7 @@ def writes(op: Any, exclude: str = "/leases/") -> list[str]:
     "made meanwhile, once; no duplicate Events",
 )
 def test_two_replicas_one_leader(site: Site, start: Any) -> None:
-    lease = f"{SYSTEM}/faults-{site.selector}"
+    lease = f"{SYSTEM}/{RELEASE}-edgemodel-operator"  # the Lease the chart lets it hold
     election = {"EDGEMODEL_LEADER_ELECTION": lease,
                 "EDGEMODEL_LEADER_LEASE_SECONDS": str(LEASE_SECONDS)}  # fmt: skip
     first = start(**election)
