@@ -111,8 +111,8 @@ def test_silent_partition(site: Site, start: object) -> None:
     events = site.events("detector")
     assert not duplicates(events), site.timeline("detector", proxy)
     rev = done["status"]["revision"]
-    assert reasons(site, "detector", "Updated").count(
-        f"Updated Deployment detector-cpu for revision {rev}") == 1  # fmt: skip
+    updated = f"Updated Deployment detector-cpu, Service detector-cpu for revision {rev}"
+    assert reasons(site, "detector", "Updated").count(updated) == 1
     assert not done["status"].get("failedRevisions")
     assert op.alive()  # type: ignore[attr-defined]
 

@@ -63,7 +63,12 @@ def test_kill_between_workload_and_status_write(site: Site, start: Any) -> None:
         "the restarted operator wrote the workload again"
     )
     assert not duplicates(site.events("detector")), site.timeline("detector", proxy)
-    once(site, "detector", "Updated", f"Updated Deployment detector-cpu for revision {rev}")
+    once(
+        site,
+        "detector",
+        "Updated",
+        f"Updated Deployment detector-cpu, Service detector-cpu for revision {rev}",
+    )
     once(site, "detector", "Promoted",
          f"Revision {rev} passed its health gates and is now the stable revision")  # fmt: skip
     assert applied_spec_kept(site, em2)

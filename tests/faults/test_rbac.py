@@ -31,36 +31,38 @@ def test_rbac_revoked_and_restored(site: Site, start: object) -> None:
                                               "edgemodel-operator", "-o", "json"))  # fmt: skip
     for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
         binding["metadata"].pop(key, None)
-    site.cluster.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"])
-    revoked_at = time.time()
-    site.apply(site.edgemodel("detector", V2, version="1.1.0"))
+    try:
+        site.cluster.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"])
+        revoked_at = time.time()
+        site.apply(site.edgemodel("detector", V2, version="1.1.0"))
 
-    def forbidden_logged() -> list[str]:
-        return [
-            str(r.get("event"))
-            for r in op.logs()  # type: ignore[attr-defined]
-            if "forbidden" in json.dumps(r).lower()
-        ]
+        def forbidden_logged() -> list[str]:
+            return [
+                str(r.get("event"))
+                for r in op.logs()  # type: ignore[attr-defined]
+                if "forbidden" in json.dumps(r).lower()
+            ]
 
-    logged = wait_until(forbidden_logged, timeout=40, what="a forbidden call in the log")
-    assert any("edgemodel-operator" in line or "forbidden" in line.lower() for line in logged)
-    assert op.alive()  # type: ignore[attr-defined]
-    errors = wait_until(
-        lambda: op.metric("edgemodel_reconcile_errors_total", reason="Forbidden"),  # type: ignore[attr-defined]
-        timeout=40,
-        what="edgemodel_reconcile_errors_total{reason=Forbidden}",
-    )
-    assert errors >= 1
+        logged = wait_until(forbidden_logged, timeout=40, what="a forbidden call in the log")
+        assert any("edgemodel-operator" in line or "forbidden" in line.lower() for line in logged)
+        assert op.alive()  # type: ignore[attr-defined]
+        errors = wait_until(
+            lambda: op.metric("edgemodel_reconcile_errors_total", reason="Forbidden"),  # type: ignore[attr-defined]
+            timeout=40,
+            what="edgemodel_reconcile_errors_total{reason=Forbidden}",
+        )
+        assert errors >= 1
 
-    def refused_watches() -> set[str]:
-        return {e.target.split("?")[0] for e in proxy.log
-                if e.watch and e.at > revoked_at and e.outcome == "forwarded 403"}  # fmt: skip
+        def refused_watches() -> set[str]:
+            return {e.target.split("?")[0] for e in proxy.log
+                    if e.watch and e.at > revoked_at and e.outcome == "forwarded 403"}  # fmt: skip
 
-    watched = {e.target.split("?")[0] for e in proxy.log if e.watch}
-    wait_until(lambda: refused_watches() >= watched, timeout=60,
-               what=f"every watch ({len(watched)}) to be refused")  # fmt: skip
-    time.sleep(float(os.environ.get("FAULTS_RBAC_SECONDS", "5")))  # refused a while longer
-    site.cluster.kubectl("apply", "-f", "-", input=json.dumps(binding))
+        watched = {e.target.split("?")[0] for e in proxy.log if e.watch}
+        wait_until(lambda: refused_watches() >= watched, timeout=60,
+                   what=f"every watch ({len(watched)}) to be refused")  # fmt: skip
+        time.sleep(float(os.environ.get("FAULTS_RBAC_SECONDS", "5")))  # refused a while longer
+    finally:  # the rest of the suite runs with these rights
+        site.cluster.kubectl("apply", "-f", "-", input=json.dumps(binding))
     restored_at = time.time()
     done = site.wait(
         "detector",

@@ -132,14 +132,16 @@ class Passes:
                 if written is not None:
                     self.mine = (str(current["metadata"].get("resourceVersion")), written)
         except Exception as err:  # logged, counted and retried
-            LOG.error("reconcile failed", namespace=self.key[0], name=self.key[1],
-                      error=str(err), exc_info=err)  # fmt: skip
-            self.parts.metrics.count(ERRORS, ERRORS_HELP, reason=_cause(err))
             self.failures += 1
             # Passes are level-based: recovery (RBAC restored, the API server back) waits at
             # most a resync.
             backoff = RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS)) - 1]
-            return min(backoff, self.parts.config.resync_seconds), 0.0
+            backoff = min(backoff, self.parts.config.resync_seconds)
+            cause = _cause(err)
+            LOG.error(f"Pass failed ({cause}), retried in {backoff:g} s", namespace=self.key[0],
+                      name=self.key[1], error=str(err), exc_info=err)  # fmt: skip
+            self.parts.metrics.count(ERRORS, ERRORS_HELP, reason=cause)
+            return backoff, 0.0
         self.failures = 0
         config = self.parts.config
         wait = min(config.resync_seconds, done.recheck_seconds or config.resync_seconds)
