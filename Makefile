@@ -113,6 +113,11 @@ unit: venv ## Unit tests only (no cluster)
 test: deps venv tools helm argocd cosign lint ## Install what is needed, then lint and run every test (starts the cluster if needed)
 	$(PY) -m pytest tests bench/test_bench_smoke.py $(PYTEST_ARGS)
 
+.PHONY: faults
+faults: venv tools helm ## The fault-injection suite alone (about 10 min; part of make test too): writes tests/faults/results.json and the README's reliability table
+	FAULTS_RESULTS=tests/faults/results.json $(PY) -m pytest tests/faults $(PYTEST_ARGS); \
+	  status=$$?; $(PY) tests/faults/report.py; exit $$status
+
 SUITE ?= all
 SIZE ?= full
 .PHONY: bench
