@@ -36,6 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.path.is_relative_to(HERE) and item.get_closest_marker("scenario"):
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.faults)
+    # The 1,500-node scenario last: its nodes stay until the cluster goes.
+    items.sort(key=lambda item: item.path.name == "test_fleet.py")
 
 
 @pytest.hookimpl(hookwrapper=True)
