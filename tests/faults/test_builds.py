@@ -1,0 +1,159 @@
+"""Scenario 6: image builds. A real build of the digits model (hack/imagekit.py's podman
+Docker API and registry, the published CPU server image), the registry behind a fault
+proxy: an EdgeModel deleted mid-build."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clusterkit import publish_servers, wait_until
+from faultproxy import FaultProxy, Rule, tcp_upstream
+from kit import (
+    DEADLINE,
+    ROOT,
+    TEST_LABEL,
+    Operator,
+    Site,
+    promoted,
+)
+
+for _path in (ROOT / "tests" / "models", ROOT / "tests" / "imagekit"):
+    sys.path.insert(0, str(_path))
+import digits  # noqa: E402
+from imagekit_support import kit  # noqa: E402
+
+OWN = "registry.local/detector:1.0"  # what serves before the build: an image of its own
+MANIFEST_PUT = r"^/v2/.+/manifests/"
+
+
+@dataclass(frozen=True)
+class Builds:
+    docker_socket: str  # podman's Docker API
+    registry: str  # host:port
+    servers: str  # EDGEMODEL_SERVER_IMAGE: the published server indexes
+    model_uri: str
+    sha256: str
+
+
+@pytest.fixture(scope="module")
+def builds() -> Iterator[Builds]:
+    started_here = kit("status", check=False).returncode != 0
+    kit("up")
+    exports = [line.removeprefix("export ") for line in kit("env").stdout.splitlines()]
+    env = dict(line.split("=", 1) for line in exports if "=" in line)
+    servers = publish_servers("cpu", "amd64")
+    model = digits.build()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(model.dir))
+    store = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    yield Builds(
+        docker_socket=env["DOCKER_HOST"].removeprefix("unix://"),
+        registry=env["EDGEMODEL_REGISTRY"],
+        servers=servers,
+        model_uri=f"http://127.0.0.1:{store.server_address[1]}/model.onnx",
+        sha256=hashlib.sha256(model.model.read_bytes()).hexdigest(),
+    )
+    store.shutdown()
+    if started_here:
+        kit("down", check=False)
+
+
+@pytest.fixture
+def registry(builds: Builds) -> Iterator[FaultProxy]:
+    """The registry, behind a fault proxy: the operator pushes through it."""
+    host, port = builds.registry.split(":")
+    proxy = FaultProxy(tcp_upstream(host, int(port)), "registry-proxy").start()
+    yield proxy
+    proxy.stop()
+
+
+def builder(start: Any, builds: Builds, registry: FaultProxy, work: Path, **env: str) -> Operator:
+    return start(
+        EDGEMODEL_REGISTRY_URL=f"{registry.url.removeprefix('http://')}/faults",
+        EDGEMODEL_REGISTRY_INSECURE="true",
+        EDGEMODEL_SERVER_IMAGE=builds.servers,
+        EDGEMODEL_WORK_DIR=str(work),
+        EDGEMODEL_BUILD_CONTEXT=str(ROOT / "images"),
+        **env,
+    )
+
+
+def model(site: Site, builds: Builds, name: str, image: str | None, version: str
+          ) -> dict[str, Any]:  # fmt: skip
+    """The digits model on one CPU replica: its own image, or (image None) one built."""
+    target = {"name": "cpu", "accelerator": "cpu", "precision": "fp32", "replicas": 1}
+    return {
+        "apiVersion": "edgeai.dev/v1alpha1",
+        "kind": "EdgeModel",
+        "metadata": {"name": name, "labels": {TEST_LABEL: site.selector}},
+        "spec": {
+            "model": {"uri": builds.model_uri, "sha256": builds.sha256, "version": version},
+            "targets": [{**target, "image": image} if image else target],
+            "serving": {"probe": {"periodSeconds": 2, "failureThreshold": 2}},
+            "rollout": {"progressDeadlineSeconds": DEADLINE},
+        },
+    }
+
+
+def built_image(em: dict[str, Any]) -> str:
+    return str(((em.get("status") or {}).get("images") or [{}])[0].get("image", ""))
+
+
+def image_of(site: Site, name: str) -> set[str]:
+    return {w.spec.template.spec.containers[0].image for w in site.workloads(name).values()}
+
+
+def logged(op: Operator, text: str) -> list[dict[str, Any]]:
+    return [e for e in op.logs() if text in str(e.get("event", ""))]
+
+
+# --- scenario 6 -----------------------------------------------------------------------
+
+
+@pytest.mark.scenario(
+    "6",
+    "an EdgeModel deleted during its image build",
+    "the build stops (the operator logs that it stopped it), no manifest is pushed after "
+    "the deletion, the finalizer is released and the object is gone within 5 s; a model "
+    "built next is not held up by the stopped build",
+)
+def test_deleted_during_its_build(site: Site, start: Any, builds: Builds, registry: FaultProxy,
+                                  tmp_path: Path) -> None:  # fmt: skip
+    op = builder(start, builds, registry, tmp_path / "work")
+    # The build is held at its first upload to the registry: the deletion lands mid-build.
+    held = registry.add(Rule("POST", r"/blobs/uploads/", hold=True, times=1))
+    site.apply(model(site, builds, "doomed", None, "1.0.0"))
+    assert held.hit.wait(120), "the build never reached the registry"
+    deleted_at = time.time()
+    site.cluster.kubectl("delete", "edgemodel", "doomed", "-n", site.namespace, "--wait=false")
+    wait_until(lambda: "doomed" not in names(site), timeout=5, what="doomed to be gone")
+    registry.release()
+    stopped = wait_until(lambda: logged(op, "Stopped the build"), timeout=30,
+                         what="the operator to stop the build")  # fmt: skip
+    assert "doomed" in str(stopped[0]), stopped
+    time.sleep(5)  # what a build that went on would push next
+    late = [e for e in registry.requests("PUT", MANIFEST_PUT) if e.at > deleted_at]
+    tagged = [e for e in late if "/manifests/sha256:" not in e.target]
+    assert not tagged, f"tagged after the deletion: {tagged}"
+    if late:  # manifests by digest only: harmless (no tag names them), and it says so
+        assert "manifests by digest" in stopped[0]["event"], stopped
+    # The builder is free again: the next model's build starts at once and completes.
+    site.apply(model(site, builds, "next", None, "1.0.0"))
+    done = site.wait("next", lambda e: promoted(e) and bool(built_image(e)), 240, "next built")
+    assert image_of(site, "next") == {built_image(done)}
+
+
+def names(site: Site) -> set[str]:
+    items = site.cluster.custom.list_namespaced_custom_object(
+        "edgeai.dev", "v1alpha1", site.namespace, "edgemodels")["items"]  # fmt: skip
+    return {i["metadata"]["name"] for i in items}
