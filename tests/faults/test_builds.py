@@ -1,6 +1,7 @@
-"""Scenario 6: image builds. A real build of the digits model (hack/imagekit.py's podman
-Docker API and registry, the published CPU server image), the registry behind a fault
-proxy: an EdgeModel deleted mid-build."""
+"""Scenarios 6 and 7: image builds. A real build of the digits model (hack/imagekit.py's
+podman Docker API and registry, the published CPU server image), the registry and the
+Docker API each behind a fault proxy: an EdgeModel deleted mid-build; the Docker API
+gone and the registry refusing the manifest mid-build."""
 
 from __future__ import annotations
 
@@ -17,20 +18,26 @@ from typing import Any
 
 import pytest
 from clusterkit import publish_servers, wait_until
-from faultproxy import FaultProxy, Rule, tcp_upstream
+from faultproxy import FaultProxy, Rule, tcp_upstream, unix_upstream
 from kit import (
     DEADLINE,
     ROOT,
     TEST_LABEL,
     Operator,
     Site,
+    applied_spec_kept,
+    condition,
+    duplicates,
     promoted,
+    serves,
 )
 
 for _path in (ROOT / "tests" / "models", ROOT / "tests" / "imagekit"):
     sys.path.insert(0, str(_path))
 import digits  # noqa: E402
 from imagekit_support import kit  # noqa: E402
+
+from edgemodel_operator.adapters.registry import Registry  # noqa: E402
 
 OWN = "registry.local/detector:1.0"  # what serves before the build: an image of its own
 MANIFEST_PUT = r"^/v2/.+/manifests/"
@@ -77,9 +84,12 @@ def registry(builds: Builds) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
-def builder(start: Any, builds: Builds, registry: FaultProxy, work: Path, **env: str) -> Operator:
+def builder(start: Any, builds: Builds, registry: FaultProxy | str, work: Path, **env: str
+            ) -> Operator:  # fmt: skip
+    """An operator that builds, pushing through `registry` (a proxy, or host:port)."""
+    host = registry if isinstance(registry, str) else registry.url.removeprefix("http://")
     return start(
-        EDGEMODEL_REGISTRY_URL=f"{registry.url.removeprefix('http://')}/faults",
+        EDGEMODEL_REGISTRY_URL=f"{host}/faults",
         EDGEMODEL_REGISTRY_INSECURE="true",
         EDGEMODEL_SERVER_IMAGE=builds.servers,
         EDGEMODEL_WORK_DIR=str(work),
@@ -157,3 +167,85 @@ def names(site: Site) -> set[str]:
     items = site.cluster.custom.list_namespaced_custom_object(
         "edgeai.dev", "v1alpha1", site.namespace, "edgemodels")["items"]  # fmt: skip
     return {i["metadata"]["name"] for i in items}
+
+
+# --- scenario 7 -----------------------------------------------------------------------
+
+
+def serving_then_build(site: Site, builds: Builds) -> tuple[dict[str, Any], str]:
+    """v1 serves its own image; v2 asks for a built one. Returns v2 and v1's revision."""
+    site.apply(model(site, builds, "digits", OWN, "1.0.0"))
+    v1 = site.wait("digits", lambda e: promoted(e) and serves(site, "digits",
+                   e["status"]["revision"], OWN), 60, "v1 serving")  # fmt: skip
+    v2 = model(site, builds, "digits", None, "2.0.0")
+    site.apply(v2)
+    return v2, v1["status"]["revision"]
+
+
+def failed_and_kept(site: Site, v2: dict[str, Any], v1_revision: str, cause: str,
+                    timeout: float) -> dict[str, Any]:  # fmt: skip
+    """What a user sees while the build fails: ImagesReady False naming the cause, the old
+    revision still serving its own image, the spec as applied."""
+    em = site.wait("digits", lambda e: condition(e, "ImagesReady").get("reason")
+                   == "BuildFailed", timeout, "the build to fail")  # fmt: skip
+    message = condition(em, "ImagesReady")["message"]
+    assert cause in message and "retrying in" in message, message
+    assert em["status"]["phase"] == "Building"
+    assert condition(em, "Ready")["status"] == "True", em["status"]
+    assert serves(site, "digits", v1_revision, OWN), image_of(site, "digits")
+    assert applied_spec_kept(site, v2)
+    return em
+
+
+def recovered(site: Site, op: Operator, v2: dict[str, Any], builds: Builds) -> None:
+    """Once the fault is gone: built on retry, rolled out, pinned by a digest the registry
+    holds, no duplicate Events, the same operator process."""
+    em = site.wait("digits", lambda e: promoted(e) and bool(built_image(e))
+                   and serves(site, "digits", e["status"]["revision"], built_image(e)),
+                   180, "built on retry and rolled out")  # fmt: skip
+    repo, _, digest = built_image(em).partition("@")
+    real = repo.replace(repo.split("/")[0], builds.registry, 1)
+    assert Registry(insecure=True).manifest(real, digest) is not None, built_image(em)
+    assert not duplicates(site.events("digits")), site.timeline("digits")
+    assert applied_spec_kept(site, v2)
+    assert op.alive() and op.process.proc is not None
+
+
+@pytest.mark.scenario(
+    "7b",
+    "the Docker API gone mid-build (builder docker)",
+    "ImagesReady False naming the lost Docker API, v1 keeps serving its image, spec untouched; "
+    "the API back: built on retry and rolled out, no duplicate Events, no restart",
+)
+def test_docker_api_gone(site: Site, start: Any, builds: Builds, tmp_path: Path) -> None:
+    docker = FaultProxy(unix_upstream(builds.docker_socket), "docker-proxy").start()
+    try:  # podman pushes to the registry itself (the proxy is not a registry it trusts)
+        op = builder(start, builds, builds.registry, tmp_path / "work", EDGEMODEL_BUILDER="docker",
+                     DOCKER_HOST=f"tcp://127.0.0.1:{docker.port}")  # fmt: skip
+        v2, v1_revision = serving_then_build(site, builds)
+        wait_until(lambda: docker.requests("POST", r"/build\?"), timeout=120,
+                   what="the build to start")  # fmt: skip
+        docker.refuse()
+        failed_and_kept(site, v2, v1_revision, "Docker API", 120)
+        docker.restore()
+        recovered(site, op, v2, builds)
+    finally:
+        docker.stop()
+
+
+@pytest.mark.scenario(
+    "7c",
+    "the registry answering 500 to the manifest upload",
+    "ImagesReady False naming the registry's answer, v1 keeps serving its image (no workload "
+    "points at an image never pushed), spec untouched; the registry healed: built on retry "
+    "and rolled out, no duplicate Events, no restart",
+)
+def test_registry_refuses_the_manifest(site: Site, start: Any, builds: Builds,
+                                       registry: FaultProxy, tmp_path: Path) -> None:  # fmt: skip
+    op = builder(start, builds, registry, tmp_path / "work")
+    refused = registry.add(Rule("PUT", MANIFEST_PUT, status=500))
+    v2, v1_revision = serving_then_build(site, builds)
+    failed_and_kept(site, v2, v1_revision, "500", 180)
+    assert refused.hits >= 1
+    registry.clear()
+    recovered(site, op, v2, builds)
