@@ -1,13 +1,16 @@
 """Scenarios 6 and 7: image builds. A real build of the digits model (hack/imagekit.py's
 podman Docker API and registry, the published CPU server image), the registry and the
-Docker API each behind a fault proxy: an EdgeModel deleted mid-build; the Docker API
-gone and the registry refusing the manifest mid-build."""
+Docker API each behind a fault proxy: an EdgeModel deleted mid-build; the work directory
+full, the Docker API gone and the registry refusing the manifest mid-build."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -209,6 +212,37 @@ def recovered(site: Site, op: Operator, v2: dict[str, Any], builds: Builds) -> N
     assert not duplicates(site.events("digits")), site.timeline("digits")
     assert applied_spec_kept(site, v2)
     assert op.alive() and op.process.proc is not None
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: the work directory of a build that needs far more."""
+    work = tmp_path / "small"
+    work.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(work)], check=True)
+    yield work
+    with contextlib.suppress(subprocess.CalledProcessError):
+        subprocess.run(["umount", "-l", str(work)], check=True)
+
+
+@pytest.mark.scenario(
+    "7a",
+    "the build's work directory full (a 4 MiB tmpfs)",
+    "ImagesReady False naming the full disk, the step and the retry, nothing of the failed "
+    "step left on the disk, v1 keeps serving its image, spec untouched; the tmpfs grown: "
+    "built on retry and rolled out, no duplicate Events, no restart",
+)
+def test_disk_full(site: Site, start: Any, builds: Builds, registry: FaultProxy,
+                   small_disk: Path) -> None:  # fmt: skip
+    op = builder(start, builds, registry, small_disk)
+    v2, v1_revision = serving_then_build(site, builds)
+    failed = failed_and_kept(site, v2, v1_revision, "No space left on device", 180)
+    message = condition(failed, "ImagesReady")["message"]
+    assert "at 'Smoke test: unpacking" in message and str(small_disk) in message, message
+    # What the failed step had written is gone: the disk is not left full until the retry.
+    assert shutil.disk_usage(small_disk).used < 1 << 20, shutil.disk_usage(small_disk)
+    subprocess.run(["mount", "-o", "remount,size=1g", str(small_disk)], check=True)
+    recovered(site, op, v2, builds)
 
 
 @pytest.mark.scenario(

@@ -3,6 +3,7 @@ a failed accuracy gate are terminal, other failures are retried with backoff."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import sys
 import threading
@@ -200,3 +201,15 @@ def test_a_deleted_models_build_stops_before_anything_is_tagged(
     assert pipeline.state(running).message.startswith("Queued")
     builder.release.set()
     assert settle(pipeline, running).state == "Ready"
+
+
+def test_a_full_disk_says_where_and_at_which_step(
+    model: digits.DigitsModel, tmp_path: Path
+) -> None:
+    full = OSError(errno.ENOSPC, "No space left on device")
+    state = settle(pipeline_for(tmp_path, FakeBuilder(fail=full)), job(model, drop=0.5))
+    assert (state.state, state.reason, state.terminal) == ("Failed", "BuildFailed", False)
+    assert state.message.startswith(
+        "No space left on device at 'Appending the model': free some space or give the work "
+        f"directory ({tmp_path / 'work'}) more (attempt 1; retrying in"
+    ), state.message

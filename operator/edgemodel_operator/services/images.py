@@ -18,6 +18,7 @@ namespace's policy, whether it may be pinned)."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import threading
@@ -254,6 +255,15 @@ class ImagePipeline:
                     namespace=job.namespace, name=job.model, image=repo,
                 )  # fmt: skip
                 raise
+            except OSError as err:
+                record.retry_at = self._clock() + delay
+                if err.errno != errno.ENOSPC:
+                    raise
+                where = f" writing {err.filename}" if err.filename else ""
+                raise ImageError(
+                    f"No space left on device{where} at {record.progress!r}: free some space "
+                    f"or give the work directory ({self._config.work_dir}) more"
+                ) from err
             except Exception:
                 record.retry_at = self._clock() + delay
                 raise
