@@ -3,10 +3,13 @@ a failed accuracy gate are terminal, other failures are retried with backoff."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +162,54 @@ def test_other_failures_are_retried_with_backoff(model: digits.DigitsModel, tmp_
     builder.fail = None
     assert settle(pipeline, job(model)).state == "Ready"
     assert len(builder.requests) == 2
+
+
+class HeldBuilder(FakeBuilder):
+    """Builds until `release` is set, then reports its next step and tags the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.started: list[str] = []
+
+    def build(self, request: ModelImageRequest, progress: Callable[[str], None]) -> BuiltImage:
+        self.started.append(request.model_name)
+        self.entered.set()
+        assert self.release.wait(10)
+        progress(f"Tagging {request.repository}:{request.tag}")
+        return super().build(request, lambda _: None)
+
+
+def test_a_deleted_models_build_stops_before_anything_is_tagged(
+    model: digits.DigitsModel, tmp_path: Path
+) -> None:
+    builder = HeldBuilder()
+    pipeline = pipeline_for(tmp_path, builder)
+    running, queued = job(model), replace(job(model), variant=Variant("cpu", "fp32"))
+    other = replace(job(model), model="other", variant=Variant("cpu", "fp32"))
+    assert pipeline.state(running).state == pipeline.state(queued).state == "Building"
+    pipeline.state(other)  # another model's build, queued behind them
+    assert builder.entered.wait(30)
+    pipeline.stop("line-3", "digits")
+    builder.release.set()
+    state = settle(pipeline, other)  # the queued one of the deleted model never ran
+    assert state.state == "Ready"
+    assert builder.started == ["digits", "other"]
+    assert [r.model_name for r in builder.requests] == ["other"]  # the only one tagged
+    # Applied again under the same name: a new build, not the stopped one's outcome.
+    builder.release.clear()
+    assert pipeline.state(running).message.startswith("Queued")
+    builder.release.set()
+    assert settle(pipeline, running).state == "Ready"
+
+
+def test_a_full_disk_says_where_and_at_which_step(
+    model: digits.DigitsModel, tmp_path: Path
+) -> None:
+    full = OSError(errno.ENOSPC, "No space left on device")
+    state = settle(pipeline_for(tmp_path, FakeBuilder(fail=full)), job(model, drop=0.5))
+    assert (state.state, state.reason, state.terminal) == ("Failed", "BuildFailed", False)
+    assert state.message.startswith(
+        "No space left on device at 'Appending the model': free some space or give the work "
+        f"directory ({tmp_path / 'work'}) more (attempt 1; retrying in"
+    ), state.message

@@ -18,6 +18,7 @@ from typing import Any
 
 import docker
 import requests
+import urllib3
 from docker import errors as docker_errors
 
 from edgemodel_operator.adapters import oip
@@ -30,6 +31,9 @@ from edgemodel_operator.adapters.image_errors import (
 
 Progress = Callable[[str], None]
 SERVER_PORT = "8080/tcp"
+# The API gone: refused or reset before an answer (requests), or mid-stream, while a build's
+# or a push's output is read (urllib3's own errors, which requests does not wrap there).
+LOST = (requests.RequestException, urllib3.exceptions.HTTPError)
 
 
 def free_port() -> int:
@@ -90,7 +94,7 @@ class DockerEngine:
                         progress(line)
         except docker_errors.DockerException as err:
             raise BuildFailed(f"Building {tag} failed: {err}\n{tail(lines)}".rstrip()) from err
-        except requests.RequestException as err:
+        except LOST as err:
             raise BuildFailed(
                 f"Lost the Docker API at {self.docker_host} while building {tag}: {err}"
             ) from err
@@ -98,6 +102,10 @@ class DockerEngine:
             self.client.images.get(tag)
         except docker_errors.ImageNotFound as err:
             raise BuildFailed(f"The build of {tag} ended without an image:\n{tail(lines)}") from err
+        except LOST as err:
+            raise BuildFailed(
+                f"Lost the Docker API at {self.docker_host} after building {tag}: {err}"
+            ) from err
         progress(f"Built {tag} in {time.monotonic() - started:.1f}s")
 
     def push(self, repository: str, tag: str, progress: Progress) -> None:
@@ -118,7 +126,7 @@ class DockerEngine:
                     progress(status)
         except docker_errors.DockerException as err:
             raise PushFailed(f"Pushing {reference} failed: {err}") from err
-        except requests.RequestException as err:
+        except LOST as err:
             raise PushFailed(
                 f"Lost the Docker API at {self.docker_host} while pushing {reference}: {err}"
             ) from err

@@ -133,7 +133,11 @@ class UnpackedRunner:
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        unpack([self._registry.blob(repository, d) for d in layers], partial)
+        try:
+            unpack([self._registry.blob(repository, d) for d in layers], partial)
+        except BaseException:  # a full disk, say: what was unpacked would keep it full
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         (partial / ".unpacked").write_text("")
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)

@@ -82,6 +82,9 @@ async def worker(
             await memo.wakeups.wait(wake, stopped, wait)
             await asyncio.sleep(pause)
     finally:  # deleted (the garbage collector removes its children), or the operator stops
+        images = memo.components.ports.images
+        if body.metadata.deletion_timestamp and images is not None:
+            images.stop(*key)  # its build stops: nothing is pushed for a deleted model
         memo.wakeups.leave(key)
         memo.components.metrics.forget(*key)
 

@@ -18,6 +18,7 @@ namespace's policy, whether it may be pinned)."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import threading
@@ -65,6 +66,11 @@ class TerminalFailure(Exception):
         self.recheck = recheck
 
 
+class BuildStopped(Exception):
+    """The EdgeModel was deleted: its build stops at its next step, before its image is
+    tagged (services: ImagePipeline.stop)."""
+
+
 class ModelChecks(Protocol):
     """The publisher's signature of a model (adapters.model_signatures.ModelSignatures)."""
 
@@ -108,6 +114,8 @@ class _Job:
     retry_at: float = 0.0
     figures: dict[str, Any] | None = None  # the variant's figures (optimize.assess)
     shown: ImageState | None = None  # while rechecking: the failure being rechecked
+    model: tuple[str, str] = ("", "")  # the EdgeModel's namespace and name
+    stopped: threading.Event = field(default_factory=threading.Event)  # it was deleted
 
 
 def registry_for(config: BuildConfig, timeout: float = 30.0) -> Registry:
@@ -207,20 +215,55 @@ class ImagePipeline:
                 message=f"{error} (attempt {current.attempts}; retrying in {wait:.0f}s)",
             )
 
+    def stop(self, namespace: str, model: str) -> None:
+        """The EdgeModel is gone: forget its builds. A queued one never starts; a running one
+        stops at its next step (each step reports its progress first), so nothing is tagged
+        or pushed for it afterwards, and the build thread is free for the next model."""
+        with self._lock:
+            mine = {k: j for k, j in self._jobs.items() if j.model == (namespace, model)}
+            for key, record in mine.items():
+                del self._jobs[key]
+                record.stopped.set()
+                if record.future.cancel():
+                    LOG.info(f"Stopped the build of {key} before it started: the EdgeModel "
+                             "was deleted", namespace=namespace, name=model)  # fmt: skip
+
     def _submit(
         self, job: ImageJob, repo: str, attempts: int, shown: ImageState | None = None
     ) -> _Job:
-        record = _Job(future=Future(), attempts=attempts, shown=shown)
+        record = _Job(future=Future(), attempts=attempts, shown=shown,
+                      model=(job.namespace, job.model))  # fmt: skip
         delay = RETRY_SECONDS[min(attempts - 1, len(RETRY_SECONDS) - 1)]
         record.retry_at = float("inf")
 
         def progress(line: str) -> None:
+            if record.stopped.is_set():
+                raise BuildStopped(line)
             record.progress = line
             LOG.info(line, namespace=job.namespace, name=job.model, image=repo)
 
         def run() -> BuiltImage:
             try:
+                progress("Starting the build")
                 return self._make(job, repo, progress, record)
+            except BuildStopped as stopped:
+                LOG.warning(
+                    f"Stopped the build of {repo} at {str(stopped)!r}: the EdgeModel was "
+                    "deleted. No image was tagged; what was already uploaded (layers, "
+                    "manifests by digest) is referenced by no tag and goes with the "
+                    "registry's garbage collection",
+                    namespace=job.namespace, name=job.model, image=repo,
+                )  # fmt: skip
+                raise
+            except OSError as err:
+                record.retry_at = self._clock() + delay
+                if err.errno != errno.ENOSPC:
+                    raise
+                where = f" writing {err.filename}" if err.filename else ""
+                raise ImageError(
+                    f"No space left on device{where} at {record.progress!r}: free some space "
+                    f"or give the work directory ({self._config.work_dir}) more"
+                ) from err
             except Exception:
                 record.retry_at = self._clock() + delay
                 raise

@@ -31,6 +31,8 @@ class Images(Protocol):
 
     def state(self, job: ImageJob) -> ImageState: ...
 
+    def stop(self, namespace: str, model: str) -> None: ...
+
 
 class Prober(Protocol):
     """The active probe (adapters.oip.probe_many): pod name -> what failed, or None."""
