@@ -26,6 +26,7 @@ from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.plan import accelerators_of
 
 PASS_THREADS = 16
+WORKER_IDLE_SECONDS = 0.5
 
 
 def _key(body: kopf.Body) -> w.Key | None:
@@ -55,16 +56,26 @@ def children_index(kind: str) -> Any:
     return index
 
 
+POD_SPEC = ("nodeName", "readinessGates")  # what the reconcile reads of a pod's spec
+
+
 def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
+    """A pod as the reconcile reads it: its spec cut to the node, the readiness gates and
+    the containers' ports (a thousand models' pods are most of what the indices hold)."""
     key = _key(body)
-    return {key: _lean(body)} if key else {}
+    if key is None:
+        return {}
+    spec = {k: v for k, v in body.spec.items() if k in POD_SPEC}
+    spec["containers"] = [{"name": c.get("name"), "ports": c.get("ports") or []}
+                          for c in body.spec.get("containers") or []]  # fmt: skip
+    return {key: {**_lean(body), "spec": spec}}
 
 
 def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     key = _key(body)
     if key is None:
         return {}
-    return {key: {"metadata": dict(body.metadata), "endpoints": body.get("endpoints") or []}}
+    return {key: {"metadata": _lean(body)["metadata"], "endpoints": body.get("endpoints") or []}}
 
 
 async def worker(
@@ -98,6 +109,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         # Passes mostly wait on the API server: more threads than kopf's default (cores + 4)
         # keep a thousand models moving without using more CPU.
         settings.execution.max_workers = PASS_THREADS
+        # kopf keeps a worker per object for a while after its last watch event; thousands
+        # of pods changing at once would keep thousands of them (and their queues) alive.
+        settings.batching.idle_timeout = WORKER_IDLE_SECONDS
         memo.executor = settings.execution.executor
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
