@@ -13,6 +13,7 @@ from edgemodel_operator.config import load_config
 from edgemodel_operator.handlers.edgemodel import register
 from edgemodel_operator.handlers.wakeups import Wakeups
 from edgemodel_operator.reconcile import wakeups as w
+from edgemodel_operator.reconcile.plan import Pass
 
 
 def test_one_worker_per_edgemodel_and_watches_that_wake_it() -> None:
@@ -71,6 +72,20 @@ def test_the_models_own_status_does_not_wake_it() -> None:
 def test_a_slow_pass_spaces_the_next() -> None:
     assert w.pause(0.5, 0.01) == 0.5
     assert w.pause(0.5, 2.0) == 4.0
+
+
+def test_settled_models_spread_their_timer_passes_as_they_grow_in_number() -> None:
+    assert w.safety_net(10, 12) == 10  # a site: the resync as configured
+    assert w.safety_net(10, 1000) == 50  # a thousand models: 20 timer passes a second
+    assert w.safety_net(10, 5000) == 60  # never more than a minute
+    steady = Pass(status={"phase": "Ready"}, action="Steady")
+    assert w.settled(steady)
+    for busy in (Pass(status={"phase": "Progressing"}, action="Steady"),
+                 Pass(status={"phase": "Ready"}, action="Promote"),
+                 Pass(status={"phase": "Ready"}, action="Steady", recheck_seconds=3.0),
+                 Pass(status={"phase": "Ready"}, action="Steady", apply=[{"kind": "Service"}]),
+                 Pass(status={"phase": "Building"}, action="Steady")):  # fmt: skip
+        assert not w.settled(busy), busy
 
 
 def test_wakeups_reach_only_the_models_concerned() -> None:

@@ -84,7 +84,7 @@ async def worker(
     """The EdgeModel's passes, one at a time, for as long as it exists."""
     key = (str(body.metadata.namespace), str(body.metadata.name))
     wake = memo.wakeups.join(key, accelerators_of(dict(body)))
-    passes = Passes(key, memo.components, memo.executor, indices)
+    passes = Passes(key, memo.components, memo.executor, indices, memo.wakeups.__len__)
     try:
         while not stopped and not body.metadata.deletion_timestamp:
             wake.clear()

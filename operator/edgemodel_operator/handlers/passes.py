@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,8 +101,10 @@ class Passes:
     """The passes of one EdgeModel, run one at a time by its worker."""
 
     def __init__(self, key: w.Key, parts: wiring.Components,
-                 executor: concurrent.futures.Executor, indices: Any) -> None:  # fmt: skip
+                 executor: concurrent.futures.Executor, indices: Any,
+                 models: Callable[[], int]) -> None:  # fmt: skip
         self.key, self.parts, self.executor, self.indices = key, parts, executor, indices
+        self.models = models  # how many models this operator runs now
         self.failures = 0
         # The object as our last status write left it, and the resourceVersion it replaced:
         # until the watch brings that write back, the live body is older than what we wrote.
@@ -145,4 +148,6 @@ class Passes:
         self.failures = 0
         config = self.parts.config
         wait = min(config.resync_seconds, done.recheck_seconds or config.resync_seconds)
+        if w.settled(done):
+            wait = w.safety_net(config.resync_seconds, self.models())
         return wait, w.pause(config.debounce_seconds, cpu)

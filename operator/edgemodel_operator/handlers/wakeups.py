@@ -21,6 +21,9 @@ class Wakeups:
         self._essences: dict[w.Key, tuple[Any, ...]] = {}
         self._nodes: dict[str, tuple[tuple[Any, ...], frozenset[str]]] = {}
 
+    def __len__(self) -> int:
+        return len(self._events)
+
     def join(self, key: w.Key, accelerators: Iterable[str]) -> asyncio.Event:
         self._accelerators[key] = frozenset(accelerators)
         return self._events.setdefault(key, asyncio.Event())

@@ -14,6 +14,7 @@ from typing import Any
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.names import MODEL_LABEL
 from edgemodel_operator.reconcile.observed import node_info
+from edgemodel_operator.reconcile.plan import Pass
 
 Key = tuple[str, str]  # (namespace, EdgeModel name)
 
@@ -63,3 +64,23 @@ def pause(debounce: float, last_cpu: float) -> float:
     CPU (a large fleet) spends at most about a third of the time in them. Time spent
     waiting for the API server does not count: it costs this process nothing."""
     return max(debounce, 2.0 * last_cpu)
+
+
+IDLE_PASSES_PER_SECOND = 20.0  # the settled models' timer passes, all together
+IDLE_WAIT_CAP_SECONDS = 60.0
+
+
+def settled(done: Pass) -> bool:
+    """The pass found the model Ready on its stable revision and had nothing to do: no
+    write, no Event, no deadline or window to look at again, no build under way."""
+    return (done.action == "Steady" and not (done.apply or done.delete or done.events)
+            and done.recheck_seconds is None and done.status.get("phase") == "Ready")  # fmt: skip
+
+
+def safety_net(resync: float, models: int) -> float:
+    """How long a settled model waits for a wake-up before its next pass: the resync, or
+    longer once the settled models together would pass more than IDLE_PASSES_PER_SECOND
+    times a second (a thousand models each passing every 10 s keep a core busy finding
+    nothing to do), up to a minute. A change to the model, its pods, workloads or nodes
+    still wakes it at once."""
+    return max(resync, min(IDLE_WAIT_CAP_SECONDS, models / IDLE_PASSES_PER_SECOND))
