@@ -30,7 +30,16 @@ COUNTS = {
     "tiny": (10, 100),
     "full": tuple(int(x) for x in os.environ.get("FOOTPRINT_FULL", "100,1000").split(",")),
 }
-REPEATS = {"tiny": 1, "full": int(os.environ.get("FOOTPRINT_REPEATS", "3"))}
+# Repeats of each full size, in order ("3,1": three at 100, one at 1,000); one value for all.
+_REPEATS = [int(x) for x in os.environ.get("FOOTPRINT_REPEATS", "3").split(",")]
+
+
+def repeats(size: str, index: int) -> int:
+    if size == "tiny":
+        return 1
+    return _REPEATS[min(index, len(_REPEATS) - 1)]
+
+
 RESYNC = 10  # the operator's default
 GOALS = {"edgemodels_per_s": 20, "peak_rss_mib": 250, "within_baseline_x": 1.2}
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -208,10 +217,10 @@ def suite_footprint(size: str, work: Path) -> dict[str, Any]:
     kubeconfig = proxy.kubeconfig(work / "proxy.kubeconfig")
     rows: list[dict[str, Any]] = []
     try:
-        for count in COUNTS[size]:
+        for index, count in enumerate(COUNTS[size]):
             runs: list[dict[str, Any]] = []
             raw: list[dict[str, Any]] = []
-            for i in range(REPEATS[size]):
+            for i in range(repeats(size, index)):
                 ns = f"footprint-{count}-{i}"
                 c.namespace(ns)
                 r: dict[str, Any] = {"first": "raw" if i % 2 and raw else "operator"}
