@@ -26,7 +26,6 @@ from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.plan import accelerators_of
 
 PASS_THREADS = 16
-WORKER_IDLE_SECONDS = 0.5
 
 
 def _key(body: kopf.Body) -> w.Key | None:
@@ -109,9 +108,6 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         # Passes mostly wait on the API server: more threads than kopf's default (cores + 4)
         # keep a thousand models moving without using more CPU.
         settings.execution.max_workers = PASS_THREADS
-        # kopf keeps a worker per object for a while after its last watch event; thousands
-        # of pods changing at once would keep thousands of them (and their queues) alive.
-        settings.batching.idle_timeout = WORKER_IDLE_SECONDS
         memo.executor = settings.execution.executor
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
