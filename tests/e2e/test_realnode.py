@@ -175,8 +175,10 @@ def test_a_model_serves_on_the_real_node_through_its_service(
     answer = client.infer("digits", [inputs], outputs=wanted)
     accuracy = float(np.mean(answer.as_numpy("label") == y[:64]))
     assert accuracy >= 0.9, accuracy
-    wide = cluster.kubectl("get", "em", "digits", "-n", namespace, "-o", "wide")
-    assert "digits-cpu" in wide.splitlines()[1] and wide.splitlines()[1].split()[-1] == "2"
+    wide = cluster.kubectl("get", "em", "digits", "-n", namespace, "-o", "wide").splitlines()
+    row = dict(zip(wide[0].split(), wide[1].split(), strict=False))  # columns up to Updated
+    assert (row["SERVICES"], row["ENDPOINTS"]) == ("digits-cpu", "2")
+    assert wide[1].endswith("2 of 2 pods updated (100.0 %), 0 unavailable, 0 failed")
 
 
 def test_a_model_whose_sha256_differs_is_never_served(
