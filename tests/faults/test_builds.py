@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import publish_servers, wait_until
+from clusterkit import STATE, publish_servers, wait_until
 from faultproxy import FaultProxy, Rule, tcp_upstream, unix_upstream
 from kit import (
     DEADLINE,
@@ -57,11 +58,15 @@ class Builds:
 
 @pytest.fixture(scope="module")
 def builds() -> Iterator[Builds]:
-    started_here = kit("status", check=False).returncode != 0
+    # The cluster's kit (started with its real nodes) is the cluster's to stop, not ours.
+    owned_by_cluster = (STATE / "started-imagekit").exists()
+    started_here = kit("status", check=False).returncode != 0 and not owned_by_cluster
     kit("up")
     exports = [line.removeprefix("export ") for line in kit("env").stdout.splitlines()]
     env = dict(line.split("=", 1) for line in exports if "=" in line)
-    servers = publish_servers("cpu", "amd64")
+    # The platforms the rest of the session publishes: the same tag must keep naming the
+    # same multi-arch index (an amd64-only one would replace it for every later test).
+    servers = publish_servers("cpu", os.environ.get("E2E_PLATFORMS", "amd64,arm64"))
     model = digits.build()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(model.dir))
     store = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
