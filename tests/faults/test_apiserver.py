@@ -99,15 +99,17 @@ def test_api_server_restart_mid_rollout_and_mid_watch(site: Site, start: object)
 def test_silent_partition(site: Site, start: object) -> None:
     proxy = site.cluster.proxy()
     first, op = rollout(site, start, proxy)
+    partitioned_at = time.time()
     proxy.partition()
     site.apply(site.edgemodel("detector", V2, version="1.1.0"))
     time.sleep(15)  # longer than EDGEMODEL_WATCH_INACTIVITY_SECONDS (10)
     assert op.alive()  # type: ignore[attr-defined]
     assert serves(site, "detector", first["status"]["revision"], V1)  # it could not act
-    healed_at = time.time()
     proxy.heal()
     done = settled(site, "detector", V2, 10 + 5 + 6 * RESYNC + 20, "v1.1.0 promoted after")
-    assert [e for e in proxy.log if e.at >= healed_at and e.watch], "no watch was reopened"
+    # Its own timeouts made it reopen its watches (held by the proxy until the partition
+    # healed, or sent after it, as the machine's load has it).
+    assert [e for e in proxy.log if e.at > partitioned_at and e.watch], "no watch was reopened"
     events = site.events("detector")
     assert not duplicates(events), site.timeline("detector", proxy)
     rev = done["status"]["revision"]
