@@ -281,7 +281,8 @@ class Site:
             self.namespace,
             field_selector=f"involvedObject.name={name},involvedObject.kind=EdgeModel",
         ).items
-        items.sort(key=lambda e: (e.metadata.creation_timestamp, e.metadata.name))
+        # Timestamps have whole seconds: within one, the order of creation is etcd's.
+        items.sort(key=lambda e: (e.metadata.creation_timestamp, int(e.metadata.resource_version)))
         return [(e.type, e.reason, e.message) for e in items for _ in range(e.count or 1)]
 
     def timeline(self, name: str, proxy: FaultProxy | None = None) -> str:
