@@ -163,7 +163,9 @@ def _operator_side(
             made += json.loads(c.kubectl("get", kind, "-n", ns, "-o", "json"))["items"]
         for m in made:
             m.setdefault("kind", "Deployment" if "template" in m["spec"] else "Service")
-        c.kubectl("delete", "edgemodels", "--all", "-n", ns, "--wait=true", "--timeout=600s")
+        # Not --wait: kubectl waits object by object and, for thousands, runs out of its
+        # rate limiter's deadline; the pods going is what the next run needs.
+        c.kubectl("delete", "edgemodels", "--all", "-n", ns, "--wait=false")
         _wait_no_pods(c, ns, 600)
     finally:
         watcher.stop()
@@ -204,8 +206,7 @@ def _raw_side(c: BenchCluster, raw: list[dict[str, Any]], ns: str, r: dict[str, 
         r["raw_all_ready_s"] = time.monotonic() - t0
     finally:
         watcher.stop()
-    c.kubectl("delete", "deployments,services", "--all", "-n", ns, "--wait=true",
-              "--timeout=600s")  # fmt: skip
+    c.kubectl("delete", "deployments,services", "--all", "-n", ns, "--wait=false")
     _wait_no_pods(c, ns, 600)
 
 
