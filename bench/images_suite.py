@@ -30,6 +30,10 @@ from common import ROOT, log
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
 REPEATS = {"tiny": 1, "full": 3}
+# The served model's name. podman's build cache keeps an ENV made from a build argument
+# from an earlier build of the same context with another value, so every build here uses
+# one name (the operator's smoke test catches such an image: it answers for the old name).
+NAME = "digits"
 
 
 def _storage_bytes(root: Path) -> int:
@@ -73,7 +77,7 @@ def suite_images(size: str, work: Path) -> dict[str, Any]:
         before = _storage_bytes(storage)
         t0 = time.monotonic()
         layer = tar_layer({"models/model.onnx": model.read_bytes()}, 0, "COPY model")
-        appended = registry.append_layer(server, repo, layer, {"EDGEMODEL_MODEL_NAME": "m"},
+        appended = registry.append_layer(server, repo, layer, {"EDGEMODEL_MODEL_NAME": NAME},
                                          {}, "2026-01-01T00:00:00Z")  # fmt: skip
         registry.put_manifest(repo, "v1", canonical(appended.index), appended.media_type)
         pushed = time.monotonic() - t0
@@ -81,7 +85,7 @@ def suite_images(size: str, work: Path) -> dict[str, Any]:
         t1 = time.monotonic()
         fallback = {"EDGEMODEL_CPU_FALLBACK": "true"}
         for image in appended.images:
-            runner.serve_once(repo, image.manifest, image.config, image.arch, model, "m",
+            runner.serve_once(repo, image.manifest, image.config, image.arch, model, NAME,
                               lambda _: None, environment=fallback)  # fmt: skip
         return {"build_push_s": round(pushed, 3), "smoke_s": round(time.monotonic() - t1, 2),
                 "stored_bytes": stored}  # fmt: skip
@@ -101,7 +105,7 @@ def suite_images(size: str, work: Path) -> dict[str, Any]:
                 (Path(tmp) / "model.onnx").chmod(0o644)
                 ref = f"{repo}:v1-{arch}"
                 base = f"{server.rsplit(':', 1)[0]}@{digest}"
-                engine.build(Path(tmp), ref, {"SERVER_IMAGE": base, "MODEL_NAME": "m"},
+                engine.build(Path(tmp), ref, {"SERVER_IMAGE": base, "MODEL_NAME": NAME},
                              lambda _: None, platform=f"linux/{arch}",
                              dockerfile="Dockerfile.model")  # fmt: skip
                 engine.push(repo, f"v1-{arch}", lambda _: None)
@@ -113,7 +117,7 @@ def suite_images(size: str, work: Path) -> dict[str, Any]:
         stored = _storage_bytes(storage) - before
         t1 = time.monotonic()
         for arch, _ in digests:
-            engine.serve_once(f"{repo}:v1-{arch}", "m", lambda _: None, platform=f"linux/{arch}",
+            engine.serve_once(f"{repo}:v1-{arch}", NAME, lambda _: None, platform=f"linux/{arch}",
                               environment={"EDGEMODEL_CPU_FALLBACK": "true"})  # fmt: skip
         return {"build_push_s": round(pushed, 3), "smoke_s": round(time.monotonic() - t1, 2),
                 "stored_bytes": stored}  # fmt: skip
