@@ -150,6 +150,8 @@ def suite_realnode(size: str, work: Path) -> dict[str, Any]:
         wait_for(lambda: not _kubectl("get", "pods", "-n", ns, "-o", "name").strip(),
                  timeout=120, what="the pods gone")  # fmt: skip
 
+    _kubectl("apply", "-f", str(ROOT / "crds"))  # `make cluster-up` alone does not serve it
+
     def run_mode(mode: str, extra: dict[str, str], precision: str) -> None:
         op = Operator(STATE / "kubeconfig", work / f"operator-{mode}.log", 2,
                       env={**common, **extra})  # fmt: skip
