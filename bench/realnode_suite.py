@@ -138,9 +138,15 @@ def suite_realnode(size: str, work: Path) -> dict[str, Any]:
     def timed(name: str, manifest: str, version: str) -> float:
         t0 = time.monotonic()
         _kubectl("apply", "-n", ns, "-f", "-", stdin=manifest)
-        svc = wait_for(lambda: _kubectl("get", "svc", f"{name}-cpu", "-n", ns, "-o",
-                                        "jsonpath={.spec.clusterIP}").strip() or None,
-                       timeout=60, what="the Service")  # fmt: skip
+
+        def cluster_ip() -> str | None:
+            try:
+                return _kubectl("get", "svc", f"{name}-cpu", "-n", ns, "-o",
+                                "jsonpath={.spec.clusterIP}").strip() or None  # fmt: skip
+            except subprocess.CalledProcessError:  # not created yet
+                return None
+
+        svc = wait_for(cluster_ip, timeout=60, what="the Service")
         wait_for(lambda: _answers(svc, name, version, body), timeout=300, every=0.1,
                  what=f"{name} answering as version {version}")  # fmt: skip
         return round(time.monotonic() - t0, 2)
