@@ -30,10 +30,8 @@ from common import ROOT, log
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
 REPEATS = {"tiny": 1, "full": 3}
-# The served model's name. podman's build cache keeps an ENV made from a build argument
-# from an earlier build of the same context with another value, so every build here uses
-# one name (the operator's smoke test catches such an image: it answers for the old name).
-NAME = "digits"
+NAME = "digits"  # the served model's name (the Docker side builds without a cache, as the
+# operator does: podman's cache kept an ENV made from another build's argument)
 
 
 def _storage_bytes(root: Path) -> int:
@@ -107,7 +105,7 @@ def suite_images(size: str, work: Path) -> dict[str, Any]:
                 base = f"{server.rsplit(':', 1)[0]}@{digest}"
                 engine.build(Path(tmp), ref, {"SERVER_IMAGE": base, "MODEL_NAME": NAME},
                              lambda _: None, platform=f"linux/{arch}",
-                             dockerfile="Dockerfile.model")  # fmt: skip
+                             dockerfile="Dockerfile.model", cache=False)  # fmt: skip
                 engine.push(repo, f"v1-{arch}", lambda _: None)
                 manifest = registry.manifest(repo, f"v1-{arch}")
                 assert manifest is not None

@@ -72,15 +72,16 @@ class DockerEngine:
 
     def build(
         self, context: Path, tag: str, buildargs: Mapping[str, str], progress: Progress,
-        platform: str | None = None, dockerfile: str = "Dockerfile",
+        platform: str | None = None, dockerfile: str = "Dockerfile", cache: bool = True,
     ) -> None:  # fmt: skip
-        """Build `context` as `tag`, each log line streamed to `progress`."""
+        """Build `context` as `tag`, each log line streamed to `progress`; `cache=False`
+        builds every step again."""
         started = time.monotonic()
         lines: list[str] = []
         try:
             stream: Iterable[Mapping[str, Any]] = self.client.api.build(
                 path=str(context), tag=tag, buildargs=dict(buildargs), dockerfile=dockerfile,
-                platform=platform, rm=True, forcerm=True, decode=True,
+                platform=platform, rm=True, forcerm=True, decode=True, nocache=not cache,
             )  # fmt: skip
             for entry in stream:
                 if "error" in entry or "errorDetail" in entry:

@@ -204,9 +204,13 @@ class DockerModelBuilder(_Lookup):
                     "MODEL_VERSION": request.model_version,
                     "PRECISION": request.precision,
                 }
+                # No build cache: podman reuses a step whose ENV comes from a build
+                # argument after a build of the same context with another value (a model
+                # built under one name then answered for another). The server's layers are
+                # pulled, not built, so only the model's few steps run again.
                 self._engine.build(
                     Path(tmp), reference, args, progress,
-                    platform=f"linux/{arch}", dockerfile="Dockerfile.model",
+                    platform=f"linux/{arch}", dockerfile="Dockerfile.model", cache=False,
                 )  # fmt: skip
             try:
                 served = self._engine.serve_once(
