@@ -57,8 +57,19 @@ class Node:
                               capture_output=True, text=True, check=True).stdout  # fmt: skip
 
     def content_bytes(self) -> int:
+        """Bytes in the node's content store; ctr prints sizes rounded to 4 digits
+        (4.955kB), so this is that exact."""
         lines = self.ctr("content", "ls").splitlines()[1:]
-        return sum(int(line.split()[1]) for line in lines if len(line.split()) > 1)
+        fields = [[f for f in line.split("\t") if f] for line in lines]
+        return sum(_size(f[1]) for f in fields if len(f) > 1)
+
+
+_UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def _size(text: str) -> int:
+    number = text.rstrip("kMGTB")
+    return int(float(number) * _UNITS[text[len(number) :]])
 
     def forget(self, repository: str) -> None:
         """Remove every image of `repository` and wait until containerd freed its content."""
