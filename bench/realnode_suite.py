@@ -63,6 +63,13 @@ class Node:
         fields = [[f for f in line.split("\t") if f] for line in lines]
         return sum(_size(f[1]) for f in fields if len(f) > 1)
 
+    def forget(self, repository: str) -> None:
+        """Remove every image of `repository` and wait until containerd freed its content."""
+        refs = [r for r in self.ctr("images", "ls", "-q").split() if r.startswith(repository)]
+        if refs:
+            self.ctr("images", "rm", *refs)
+        time.sleep(1)  # containerd's garbage collector runs after the removal
+
 
 _UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
@@ -70,13 +77,6 @@ _UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 def _size(text: str) -> int:
     number = text.rstrip("kMGTB")
     return int(float(number) * _UNITS[text[len(number) :]])
-
-    def forget(self, repository: str) -> None:
-        """Remove every image of `repository` and wait until containerd freed its content."""
-        refs = [r for r in self.ctr("images", "ls", "-q").split() if r.startswith(repository)]
-        if refs:
-            self.ctr("images", "rm", *refs)
-        time.sleep(1)  # containerd's garbage collector runs after the removal
 
 
 def _answers(ip: str, model: str, version: str, body: bytes) -> bool:
