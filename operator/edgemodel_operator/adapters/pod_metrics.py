@@ -16,6 +16,8 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgemodel_operator.reconcile.probes import serving_port
+from edgemodel_operator.reconcile.rollout import pod_ready
 from edgemodel_operator.reconcile.telemetry import PodRates
 
 FORGET_SECONDS = 3600.0  # readings of pods not seen for this long are dropped
@@ -45,19 +47,6 @@ def parse(text: str) -> Reading:
     return reading
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def _port(pod: Mapping[str, Any]) -> int | None:
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if port.get("name") == "http":
-                return int(port["containerPort"])
-    return None
-
-
 class PodSampler:
     def __init__(self, max_pods: int, timeout: float = 1.0) -> None:
         self.max_pods = max_pods
@@ -70,7 +59,11 @@ class PodSampler:
         """Rates of up to max_pods Ready pods (by name) that were read before, and the
         longest time between two readings."""
         chosen = sorted(
-            (p for p in pods if _ready(p) and (p.get("status") or {}).get("podIP") and _port(p)),
+            (
+                p
+                for p in pods
+                if pod_ready(p) and (p.get("status") or {}).get("podIP") and serving_port(p)
+            ),
             key=lambda p: str(p["metadata"]["name"]),
         )[: self.max_pods]
         out: dict[str, PodRates] = {}
@@ -78,7 +71,7 @@ class PodSampler:
         for pod in chosen:
             meta = pod["metadata"]
             key = str(meta.get("uid") or meta["name"])
-            url = f"http://{pod['status']['podIP']}:{_port(pod)}/metrics"
+            url = f"http://{pod['status']['podIP']}:{serving_port(pod)}/metrics"
             try:
                 answer = self._http.get(url, timeout=self.timeout)
                 answer.raise_for_status()

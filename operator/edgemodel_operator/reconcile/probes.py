@@ -47,7 +47,8 @@ def probe_failure(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _port(pod: Mapping[str, Any]) -> int | None:
+def serving_port(pod: Mapping[str, Any]) -> int | None:
+    """The container port named http: where the model server answers."""
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
             if port.get("name") == "http":
@@ -61,7 +62,7 @@ def probe_calls(pods: Sequence[Mapping[str, Any]], limit: int = PROBES_PER_PASS)
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
         ready = _condition(pod, "ContainersReady")
         passed = _condition(pod, PROBE_CONDITION)
-        address, port = (pod.get("status") or {}).get("podIP"), _port(pod)
+        address, port = (pod.get("status") or {}).get("podIP"), serving_port(pod)
         if (
             gated(pod)
             and not pod["metadata"].get("deletionTimestamp")
