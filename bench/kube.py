@@ -28,6 +28,11 @@ GROUP, VERSION, PLURAL = "edgeai.dev", "v1alpha1", "edgemodels"
 CRD = ROOT / "crds" / "edgemodels.edgeai.dev.yaml"
 SHARED_PORT_BASE = 16400
 DEFAULT_PORT_BASE = 18400
+# kwok renews 1,500 node Leases; when a loaded control plane delays those renewals past the
+# upstream 50 s grace, nodes turn NotReady and their pods stay not Ready (kwok does not make
+# them Ready again), which stalls whichever side is running. No suite relies on a missed
+# heartbeat: offline nodes are made by a kwok stage (kwok.edgeai.dev/offline).
+NODE_GRACE_SECONDS = 300
 
 
 @dataclass
@@ -50,11 +55,22 @@ class BenchCluster:
     def up(self) -> float:
         t0 = time.monotonic()
         # Simulated nodes only: the real node belongs to the shared cluster (one per machine).
-        self._devcluster("up", f"--fleet={self.fleet}", "--real-nodes=0")
+        self._devcluster("up", f"--fleet={self.fleet}", "--real-nodes=0",
+                         f"--node-grace-seconds={NODE_GRACE_SECONDS}")  # fmt: skip
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      "crd/edgemodels.edgeai.dev")  # fmt: skip
+        # Established comes before the API server can list it ("storage is (re)initializing"):
+        # an operator started before then spends its first seconds in retries.
+        wait_for(self._lists_edgemodels, timeout=60, what="EdgeModels to be listable")
         return time.monotonic() - t0
+
+    def _lists_edgemodels(self) -> bool:
+        try:
+            self.kubectl("get", "edgemodels", "-A")
+        except RuntimeError:
+            return False
+        return True
 
     def down(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

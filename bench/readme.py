@@ -20,7 +20,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tables import headline_lines, images_lines, optimize_lines, realnode_lines, serving_lines
+from tables import (
+    footprint_lines,
+    headline_lines,
+    images_lines,
+    optimize_lines,
+    ota_lines,
+    realnode_lines,
+    serving_lines,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
@@ -28,6 +36,8 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "serving": serving_lines,
     "images": images_lines,
     "realnode": realnode_lines,
+    "footprint": footprint_lines,
+    "ota": ota_lines,
 }
 # The headline block gathers one or two rows from each of these suites' results.
 HEADLINE = ("fleet", "rollback", "footprint", "ota", "images", "realnode")

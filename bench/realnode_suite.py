@@ -58,17 +58,26 @@ class Node:
 
     def content_bytes(self) -> int:
         """Bytes in the node's content store; ctr prints sizes rounded to 4 digits
-        (4.955kB), so this is that exact."""
+        (4.955kB), so the sum is exact to those digits."""
         lines = self.ctr("content", "ls").splitlines()[1:]
         fields = [[f for f in line.split("\t") if f] for line in lines]
         return sum(_size(f[1]) for f in fields if len(f) > 1)
 
     def forget(self, repository: str) -> None:
-        """Remove every image of `repository` and wait until containerd freed its content."""
-        refs = [r for r in self.ctr("images", "ls", "-q").split() if r.startswith(repository)]
+        """Remove every image of `repository`, under any of its names (the CRI also names
+        an image by its config digest), and check containerd dropped the content, so that
+        the next pull is a cold one."""
+        rows = [line.split() for line in self.ctr("images", "ls").splitlines()[1:]]
+        digests = {row[2] for row in rows if len(row) > 2 and row[0].startswith(repository)}
+        refs = [row[0] for row in rows if len(row) > 2 and row[2] in digests]
         if refs:
-            self.ctr("images", "rm", *refs)
-        time.sleep(1)  # containerd's garbage collector runs after the removal
+            self.ctr("images", "rm", "--sync", *refs)
+        held = digests & set(self.ctr("content", "ls", "-q").split())
+        if held:
+            raise RuntimeError(
+                f"{NODE}'s containerd still holds {sorted(held)} after removing its images: "
+                "is a container still using them (the demo?)"
+            )
 
 
 _UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}

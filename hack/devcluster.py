@@ -84,6 +84,9 @@ class Layout:
     etcd_dir: Path
     ports: Ports
     port_base: int = 16400
+    # How long a node may miss its heartbeat before the node lifecycle controller calls it
+    # NotReady and marks its pods not Ready (kube-controller-manager's default: 50 s).
+    node_grace_seconds: int = 50
 
     @property
     def pki(self) -> Path:
@@ -649,6 +652,7 @@ def start_control_plane(layout: Layout) -> None:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--kube-api-qps=200", "--kube-api-burst=400", "--concurrent-deployment-syncs=10",
         "--concurrent-daemonset-syncs=10", "--concurrent-replicaset-syncs=10",
+        f"--node-monitor-grace-period={layout.node_grace_seconds}s",
     ])  # fmt: skip
     sched_kc = layout.state / "scheduler.kubeconfig"
     start(layout, "kube-scheduler", [
@@ -791,6 +795,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port-base", type=int, default=int(os.environ.get("DEVCLUSTER_PORT_BASE", "16400"))
     )
+    parser.add_argument(
+        "--node-grace-seconds",
+        type=int,
+        default=int(os.environ.get("NODE_GRACE_SECONDS") or 50),
+        help="seconds a node may miss heartbeats before it is NotReady (default 50, as "
+        "upstream). A large simulated fleet on a small machine wants more: kwok's lease "
+        "renewals fall behind under load, and pods of nodes called NotReady stay not Ready",
+    )
     parser.add_argument("--down-seconds", type=float, default=0.0,
                         help="restart-apiserver: how long it stays down")  # fmt: skip
     args = parser.parse_args(argv)
@@ -810,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
             etcd_dir=Path(args.etcd_dir),
             ports=Ports.from_base(args.port_base),
             port_base=args.port_base,
+            node_grace_seconds=args.node_grace_seconds,
         )
         if args.command == "up":
             up(layout, parse_fleet(args.fleet), args.real_nodes)
