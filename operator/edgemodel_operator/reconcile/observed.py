@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+from edgemodel_operator.api.names import TARGET_LABEL
 
 
 @dataclass(frozen=True)
@@ -29,17 +32,31 @@ def _unavailable(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
 
 
 def node_info(node: Mapping[str, Any]) -> NodeInfo:
+    """The node as placement reads it; remembered per resourceVersion, since every pass of
+    every model reads every node and a node rarely changes."""
     meta = node.get("metadata") or {}
+    key = (str(meta.get("name", "")), str(meta.get("resourceVersion", "")))
+    if key[1] and (known := _NODE_INFO.get(key)) is not None:
+        return known
     spec = node.get("spec") or {}
     status = node.get("status") or {}
-    return NodeInfo(
+    info = NodeInfo(
         unavailable=_unavailable(spec, status),
-        name=str(meta.get("name", "")),
+        name=key[0],
         labels=dict(meta.get("labels") or {}),
         taints=tuple(spec.get("taints") or ()),
         allocatable={str(k): str(v) for k, v in (status.get("allocatable") or {}).items()},
         schedulable=not spec.get("unschedulable", False),
     )
+    if key[1]:
+        if len(_NODE_INFO) >= _NODE_INFO_MAX:  # old versions of changed nodes: start over
+            _NODE_INFO.clear()
+        _NODE_INFO[key] = info
+    return info
+
+
+_NODE_INFO: dict[tuple[str, str], NodeInfo] = {}
+_NODE_INFO_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,18 @@ class Observed:
     children: Sequence[Mapping[str, Any]]
     pods: Sequence[Mapping[str, Any]]
     endpoint_slices: Sequence[Mapping[str, Any]] = ()
+
+    @cached_property
+    def _pods_by_target(self) -> dict[str, list[Mapping[str, Any]]]:
+        grouped: dict[str, list[Mapping[str, Any]]] = {}
+        for pod in self.pods:
+            target = ((pod.get("metadata") or {}).get("labels") or {}).get(TARGET_LABEL)
+            grouped.setdefault(str(target), []).append(pod)
+        return grouped
+
+    def pods_of(self, target: str) -> list[Mapping[str, Any]]:
+        """The pods of one target (grouped once: a perNode target has a pod per node)."""
+        return self._pods_by_target.get(target, [])
 
     def child(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return next(

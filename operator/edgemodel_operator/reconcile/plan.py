@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
-from edgemodel_operator.api.names import API_VERSION, TARGET_LABEL
+from edgemodel_operator.api.names import API_VERSION
 from edgemodel_operator.api.spec import EdgeModelSpec, check_name, parse_spec
 from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
@@ -160,10 +160,6 @@ def _place(
     return [place(t, nodes, settings.accelerators, narrow) for t in spec.targets]
 
 
-def _pods_of(observed: Observed, target: str) -> list[Mapping[str, Any]]:
-    return [p for p in observed.pods if p["metadata"]["labels"].get(TARGET_LABEL) == target]
-
-
 def _per_node(placement: Placement) -> bool:
     return placement.target.placement == "perNode"
 
@@ -244,7 +240,7 @@ def _health(
             revision=rev,
             desired=len(p.nodes) if per_node else replicas,
             settled=n.current and on_rev == rev,
-            pods=_pods_of(observed, p.target.name),
+            pods=observed.pods_of(p.target.name),
             ready_since=ready_since,
             failure_threshold=failure_threshold,
             nodes=frozenset(p.nodes) if per_node else None,
@@ -416,7 +412,8 @@ def plan(
             run_pinned, run_archs = stable_images, stable_archs
         except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
             pass
-    placements = _place(run_spec, nodes, settings, run_archs, server_archs)
+    same = run_spec is spec and run_archs is archs
+    placements = candidate if same else _place(run_spec, nodes, settings, run_archs, server_archs)
     holdback = _holdback(previous, decision.state, stable_images, stable_archs)
 
     result = Pass(status={}, action=decision.action.value,
@@ -439,7 +436,7 @@ def plan(
         service = build_service(owner, run_spec, placement)
         desired += [workload, service]
         target = placement.target.name
-        pods = _pods_of(observed, target)
+        pods = observed.pods_of(target)
         live = observed.child(workload["kind"], workload["metadata"]["name"])
         svc = service_name(name, target)
         _, optimized = image_for(placement, workload_settings)
