@@ -211,6 +211,7 @@ def _operator_side(c: BenchCluster, op: Operator, ns: str, expected: int, timeou
                    r: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
     """Create and update through the operator; returns its DaemonSets (for the raw side)."""
     op.start()
+    r["operator_ready_s"] = op.start_s  # not counted below: from its start to its first lists
     try:
         t0 = time.monotonic()
         c.apply(ns, fleet_model("digits", "1.0.0"))

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tables import (
     footprint_lines,
+    goals_lines,
     headline_lines,
     images_lines,
     optimize_lines,
@@ -39,8 +40,12 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "footprint": footprint_lines,
     "ota": ota_lines,
 }
-# The headline block gathers one or two rows from each of these suites' results.
-HEADLINE = ("fleet", "rollback", "footprint", "ota", "images", "realnode")
+# Blocks drawn from several suites' results: the headline (one or two rows from each) and
+# the scale goals with their verdicts.
+MULTI: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]] = {
+    "headline": (("fleet", "rollback", "footprint", "ota", "images", "realnode"), headline_lines),
+    "scale-goals": (("fleet", "footprint", "ota"), goals_lines),
+}
 _BLOCK = re.compile(
     r"(<!-- bench:(?P<name>[a-z0-9-]+):start -->\n)(?P<body>.*?)(<!-- bench:(?P=name):end -->)",
     re.S,
@@ -61,9 +66,10 @@ def render(name: str, doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_headline(results: Path) -> str | None:
+def render_multi(block: str, results: Path) -> str | None:
+    names, lines_of = MULTI[block]
     docs = {}
-    for name in HEADLINE:
+    for name in names:
         path = results / f"{name}.json"
         if path.is_file() and (doc := json.loads(path.read_text())).get("status") == "ok":
             docs[name] = doc
@@ -79,7 +85,7 @@ def render_headline(results: Path) -> str | None:
         f"{machine['cpu_model']}, {machine['cores']} cores, {machine['ram_gib']} GiB, shared "
         "with other work._",
         "",
-        *headline_lines({name: doc["figures"] for name, doc in docs.items()}),
+        *lines_of({name: doc["figures"] for name, doc in docs.items()}),
     ]
     return "\n".join(lines) + "\n"
 
@@ -91,8 +97,8 @@ def update(text: str, results: Path) -> tuple[str, list[str]]:
     def one(match: re.Match[str]) -> str:
         name = match["name"]
         path = results / f"{name}.json"
-        if name == "headline":
-            body = render_headline(results)
+        if name in MULTI:
+            body = render_multi(name, results)
         elif name in BLOCKS and path.is_file():
             doc = json.loads(path.read_text())
             body = render(name, doc) if doc.get("status") == "ok" else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=["tiny", "full"])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM, unwind: the suites' cleanups stop their operator and cluster.
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     out = Path(args.out)
     names = SUITES if args.suite == "all" else (args.suite,)
     results = [run_suite(n, args.size, out) for n in names]

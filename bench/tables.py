@@ -256,7 +256,8 @@ def headline_lines(figures: dict[str, dict[str, Any]]) -> list[str]:
         runs, fl = rollback["runs"], rollback["flagger"]["code_defaults"]
         deadlines = " / ".join(f"{r['progress_deadline_s']} s" for r in runs)
         rows += [
-            [f"bad version: `RolledBack` after the progress deadline ({deadlines})",
+            [f"bad version: `RolledBack` after the progress deadline ({deadlines}; resync "
+             f"{rollback['resync_seconds']} s)",
              " / ".join(f"+{r['rolled_back_condition_after_deadline_s']:.3g} s" for r in runs),
              f"Flagger's defaults: {fl['analysis_interval_s']} s analysis interval, "
              f"{fl['progress_deadline_s']} s progress deadline", ""],
@@ -369,3 +370,40 @@ def ota_lines(f: dict[str, Any]) -> list[str]:
         f"{u['counted_updated_ready']:,} nodes on the new version and Ready (success rate "
         f"{u['success_rate']:.1%}).",
     ]
+
+
+FLEET_GOAL_X = 1.10  # the operator within 1.10x of the same DaemonSets applied with kubectl
+
+
+def goals_lines(figures: dict[str, dict[str, Any]]) -> list[str]:
+    """The scale goals, each with its figure and whether it was reached."""
+
+    def verdict(ok: bool) -> str:
+        return "reached" if ok else "**not reached**"
+
+    rows: list[list[Any]] = []
+    if fleet := figures.get("fleet"):
+        m, n = fleet["median"], f"{fleet['nodes']:,}"
+        for what, key in (("apply", "create_ratio"), ("version update", "update_ratio")):
+            rows.append([f"{n}-node fleet, {what}: within {FLEET_GOAL_X:.2f}x of kubectl",
+                         f"{m[key]}x (median of {fleet['repeats']})",
+                         verdict(m[key] <= FLEET_GOAL_X)])  # fmt: skip
+    if footprint := figures.get("footprint"):
+        g = footprint["goals"]
+        r = max(footprint["rows"], key=lambda row: row["edgemodels"])
+        ok, n = r["goals_reached"], f"{r['edgemodels']:,}"
+        rows += [
+            [f"{n} EdgeModels x 3 targets: >= {g['edgemodels_per_s']} EdgeModels/s until Ready",
+             f"{r['edgemodels_per_s']}/s (kubectl's Deployments: {r['raw_edgemodels_per_s']}/s)",
+             verdict(ok["edgemodels_per_s"])],
+            [f"{n} EdgeModels: peak RSS <= {g['peak_rss_mib']} MiB",
+             f"{r['operator_peak_rss_mib']:.0f} MiB", verdict(ok["peak_rss_mib"])],
+            [f"{n} EdgeModels: within {g['within_baseline_x']}x of kubectl", f"{r['ratio']}x",
+             verdict(ok["within_baseline_x"])],
+        ]  # fmt: skip
+    if ota := figures.get("ota"):
+        for gate, g in ota["rollback_after_evidence"].items():
+            rows.append([f"rollback within {ota['goal_s']} s of the first failing evidence "
+                         f"({gate})", f"{g['median_s']:.3g} s (median of {len(g['runs_s'])})",
+                         verdict(g["goal_reached"])])  # fmt: skip
+    return table(["goal", "measured", "verdict"], rows)
