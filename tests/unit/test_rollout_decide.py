@@ -153,6 +153,27 @@ def test_only_a_pod_that_turned_not_ready_after_the_target_was_ready_lost_readin
     assert never.lost == ()
 
 
+def test_a_pod_that_lost_readiness_after_starting_counts_before_the_target_is_ready() -> None:
+    """A large fleet is never all Ready at once: the pod's own history says it was Ready."""
+
+    def running(name: str, started: float, changed: float, reason: str = "") -> dict[str, Any]:
+        p = pod("cpu", name, "new", ready=False)
+        p["status"]["conditions"][0].update(lastTransitionTime=stamp(changed), reason=reason)
+        p["status"]["containerStatuses"] = [
+            {"name": "server", "state": {"running": {"startedAt": stamp(started)}}}
+        ]
+        return p
+
+    pods = [
+        running("dropped", 10, 30, "ContainersNotReady"),  # Ready, then the kubelet said no
+        running("starting", 10, 5, "ContainersNotReady"),  # not Ready since before it ran
+        running("fresh", 10, 10, "ContainersNotReady"),  # set not Ready as it started
+        running("node-lost", 10, 30),  # marked by the node lifecycle controller: no reason
+    ]
+    health = target_health("cpu", "new", 4, False, pods, ready_since=None, failure_threshold=3)
+    assert health.lost == (Evidence("dropped", "pod cpu-dropped on dropped"),)
+
+
 def observe(writer: RecordingWriter, rev: str, ready_pods: bool) -> Observed:
     """The cluster after the last apply: the Deployment settled, its pods on `rev`."""
     pods = [pod("cpu", n, rev, ready=ready_pods) for n in ("cpu-0", "cpu-1")]

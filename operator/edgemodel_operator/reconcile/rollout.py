@@ -431,15 +431,31 @@ def target_health(
 
 
 def _lost(pod: Mapping[str, Any], ready_since: str | None) -> bool:
-    """The pod went from Ready to not Ready after the target was Ready. A pod waiting for
-    a node, or one still starting (its Ready condition unchanged since before), is new."""
-    if ready_since is None or not (pod.get("spec") or {}).get("nodeName"):
+    """The pod went from Ready to not Ready. A pod waiting for a node, or one still
+    starting (its Ready condition unchanged since before), is new.
+
+    Two ways to know: the target was Ready and the pod's Ready condition changed since; or
+    the pod's own history, for a large fleet that never is all Ready at once (its first
+    pods lose readiness before its last are up): the condition turned False after the
+    container started, so it was True in between, and the kubelet says why. The node
+    lifecycle controller, marking the pods of a node it lost touch with, says nothing."""
+    if not (pod.get("spec") or {}).get("nodeName"):
         return False
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    ready: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    status = pod.get("status") or {}
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
     changed = str(ready.get("lastTransitionTime") or "")
-    # No transition time (a hand-made pod): take it as a change. ISO stamps sort by time.
-    return not changed or changed > ready_since
+    if ready_since is not None:
+        # No transition time (a hand-made pod): take it as a change. ISO stamps sort by time.
+        return not changed or changed > ready_since
+    started = [
+        str(((cs.get("state") or {}).get("running") or {}).get("startedAt") or "")
+        for cs in status.get("containerStatuses") or []
+    ]
+    if not started or not all(started):  # a container not running: the crash gate's business
+        return False
+    return bool(changed and ready.get("reason") and changed > max(started))
 
 
 def state_from_status(status: Mapping[str, Any]) -> RolloutState:
