@@ -94,9 +94,18 @@ def _scores(extra: list[onnx.NodeProto], initializers: list[onnx.TensorProto],
     return _model(nodes, initializers)
 
 
-def slow_model(path: Path, rounds: int = 60, size: int = 384) -> Path:
-    """Answers right, slowly: every inference multiplies `rounds` dense size x size
-    matrices that depend on its input (about 0.15 s on one core of a recent x86 CPU)."""
+def slow_model(path: Path, seconds: float = 0.3, size: int = 384) -> Path:
+    """Answers right, slowly: every inference multiplies dense size x size matrices that
+    depend on its input, as many as take about `seconds` on this machine's CPU (measured
+    here: a fixed count took 0.15 s on one machine and 0.03 s on a faster one, under the
+    0.1 s a test's latency gate allows)."""
+    probe = _slow(path, 20, size)
+    per_round = _seconds_per_inference(probe) / 20
+    rounds = max(20, min(2000, round(seconds / max(per_round, 1e-6))))
+    return _slow(path, rounds, size)
+
+
+def _slow(path: Path, rounds: int, size: int) -> Path:
     mix = np.full((size, size), 1.0 / size, dtype=np.float32)
     nodes = [
         helper.make_node("ReduceSum", ["input"], ["total"], keepdims=0),
@@ -108,6 +117,22 @@ def slow_model(path: Path, rounds: int = 60, size: int = 384) -> Path:
     model = _scores(nodes, [numpy_helper.from_array(mix, "mix")], "busy")
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def _seconds_per_inference(path: Path) -> float:
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.ones((1, 64), dtype=np.float32)}
+    session.run(None, feed)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def picky_model(path: Path) -> Path:
