@@ -79,7 +79,7 @@ class Observed:
 
     def pods_of(self, target: str) -> list[Mapping[str, Any]]:
         """The pods of one target (grouped once: a perNode target has a pod per node)."""
-        return self._pods_by_target.get(target, [])
+        return list(self._pods_by_target.get(target, ()))
 
     def child(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return next(
