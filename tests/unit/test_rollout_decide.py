@@ -153,6 +153,22 @@ def test_only_a_pod_that_turned_not_ready_after_the_target_was_ready_lost_readin
     assert never.lost == ()
 
 
+def test_pods_made_after_the_target_was_ready_or_never_reported_did_not_lose_it() -> None:
+    """A fleet's first rollout in waves: after the first wave was Ready, the DaemonSet's
+    other pods (made at the same time, not yet reported by their nodes) are not lost."""
+    unreported = pod("cpu", "late", "new", ready=False)
+    unreported["status"]["conditions"] = []
+    newer = pod("cpu", "newer", "new", ready=False)
+    newer["metadata"]["creationTimestamp"] = stamp(30)
+    newer["status"]["conditions"][0]["lastTransitionTime"] = stamp(31)
+    older = pod("cpu", "older", "new", ready=False)
+    older["metadata"]["creationTimestamp"] = stamp(5)
+    older["status"]["conditions"][0]["lastTransitionTime"] = stamp(31)
+    health = target_health("cpu", "new", 3, True, [unreported, newer, older],
+                           ready_since=stamp(20), failure_threshold=3)  # fmt: skip
+    assert health.lost == (Evidence("older", "pod cpu-older on older"),)
+
+
 def test_a_pod_that_lost_readiness_after_starting_counts_before_the_target_is_ready() -> None:
     """A large fleet is never all Ready at once: the pod's own history says it was Ready."""
 

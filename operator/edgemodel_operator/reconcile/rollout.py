@@ -445,10 +445,16 @@ def _lost(pod: Mapping[str, Any], ready_since: str | None) -> bool:
     ready: Mapping[str, Any] = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
     )
+    if not ready:
+        return False  # its node has not reported on it yet: it never was Ready
     changed = str(ready.get("lastTransitionTime") or "")
-    if ready_since is not None:
-        # No transition time (a hand-made pod): take it as a change. ISO stamps sort by time.
-        return not changed or changed > ready_since
+    created = str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+    # There when the target was Ready (a pod made since, such as the rest of a fleet's
+    # first rollout after its first wave, is new). No transition time (a hand-made pod):
+    # take it as a change. ISO stamps sort by time.
+    there = ready_since is not None and created <= ready_since
+    if there and (not changed or changed > str(ready_since)):
+        return True
     started = [
         str(((cs.get("state") or {}).get("running") or {}).get("startedAt") or "")
         for cs in status.get("containerStatuses") or []
