@@ -10,6 +10,7 @@ from typing import Any
 
 from fixtures import FLEET, edgemodel
 
+from edgemodel_operator.api.names import PROBE_CONDITION
 from edgemodel_operator.config import load_config
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.services.reconcile import Ports, reconcile
@@ -171,16 +172,24 @@ def test_pods_the_scheduler_cannot_place_are_named_with_its_reason() -> None:
 
 
 class FreshReader:
-    """What the API server holds now, unlike the (lagging) indices."""
+    """What the API server holds now, unlike the (lagging) indices; records what was read."""
 
     def __init__(self, workloads: list[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
-        self.answer, self.calls = (workloads, pods), 0
+        self.workloads, self.pods = workloads, pods
+        self.reads: list[frozenset[str] | None] = []  # the nodes of each pod read; None: all
 
-    def model_objects(
-        self, namespace: str, model: str
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        self.calls += 1
-        return self.answer
+    @property
+    def calls(self) -> int:
+        return len(self.reads)
+
+    def model_workloads(self, namespace: str, model: str) -> list[dict[str, Any]]:
+        return self.workloads
+
+    def model_pods(
+        self, namespace: str, model: str, nodes: frozenset[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.reads.append(nodes)
+        return [p for p in self.pods if nodes is None or p["spec"]["nodeName"] in nodes]
 
 
 def rollout_past_its_deadline(writer: RecordingWriter) -> tuple[dict[str, Any], str, datetime]:
@@ -217,3 +226,73 @@ def test_a_rollback_is_confirmed_against_the_api_server_first() -> None:
     rolled = reconcile(body, stale, Ports(RecordingWriter(), reader=failing), CONFIG, late)
     assert rolled.action == "RollBack" and failing.calls == 1
     assert reconcile(body, stale, Ports(RecordingWriter()), CONFIG, late).action == "RollBack"
+
+
+def crash_looping(p: dict[str, Any]) -> dict[str, Any]:
+    p["status"]["conditions"][0]["status"] = "False"
+    p["status"]["containerStatuses"] = [{"name": "server", "restartCount": 5, "state": {
+        "waiting": {"reason": "CrashLoopBackOff"}}}]  # fmt: skip
+    return p
+
+
+def fleet_rollout(writer: RecordingWriter, nodes: list[str]) -> tuple[dict[str, Any], str]:
+    """digits promoted on v1 on `nodes` (perNode), then v2 applied; returns the body and v2."""
+    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "placement": "perNode"}])
+    now = T0
+    for _ in range(3):  # created, Ready, promoted
+        rev = body.get("status", {}).get("revision", "")
+        pods = [pod("cpu", n, rev) for n in nodes]
+        done = reconcile(body, Observed(FLEET, writer.children(len(nodes)), pods), Ports(writer),
+                         CONFIG, now)  # fmt: skip
+        body["status"], now = done.status, now + timedelta(seconds=20)
+    assert body["status"].get("stableRevision")
+    body["spec"]["model"]["version"] = "2.0.0"
+    started = reconcile(body, Observed(FLEET, writer.children(0), []), Ports(writer), CONFIG, now)
+    body["status"] = started.status
+    return body, started.status["revision"]
+
+
+def test_a_crash_loop_rollback_reads_only_the_pods_of_the_nodes_in_its_evidence() -> None:
+    writer = RecordingWriter()
+    nodes = sorted(n["metadata"]["name"] for n in FLEET
+                   if n["metadata"]["labels"].get("edgeai.dev/accelerator") == "cpu")  # fmt: skip
+    body, v2 = fleet_rollout(writer, nodes)
+    later = T0 + timedelta(seconds=70)
+    seen = [pod("cpu", n, v2) for n in nodes]
+    crash_looping(seen[0])
+    live = writer.children(len(nodes) - 1)
+
+    failing = FreshReader(live, [crash_looping(pod("cpu", nodes[0], v2)),
+                                 *(pod("cpu", n, v2) for n in nodes[1:])])  # fmt: skip
+    rolled = reconcile(body, Observed(FLEET, live, seen), Ports(RecordingWriter(),
+                       reader=failing), CONFIG, later)  # fmt: skip
+    assert rolled.action == "RollBack"
+    assert failing.reads == [frozenset({nodes[0]})]
+
+    # The index is stale: the pod on that node was replaced and runs fine now.
+    healed = FreshReader(live, [pod("cpu", n, v2) for n in nodes])
+    kept = reconcile(body, Observed(FLEET, live, seen), Ports(RecordingWriter(), reader=healed),
+                     CONFIG, later)  # fmt: skip
+    assert kept.action != "RollBack" and not kept.status.get("failedRevisions")
+    assert healed.reads == [frozenset({nodes[0]})]
+
+
+def probe_failed(p: dict[str, Any]) -> dict[str, Any]:
+    p["status"]["conditions"].append({"type": PROBE_CONDITION, "status": "False",
+                                      "message": "no answer in 2s"})  # fmt: skip
+    return p
+
+
+def test_evidence_of_another_gate_on_other_nodes_is_read_in_turn() -> None:
+    writer = RecordingWriter()
+    body, v2 = fleet_rollout(writer, ["cpu-0", "cpu-1"])
+    later = T0 + timedelta(seconds=70)
+    live = writer.children(0)
+    # The index shows cpu-0's crash loop, which is over; cpu-1's failed probe is real.
+    seen = [crash_looping(pod("cpu", "cpu-0", v2)), probe_failed(pod("cpu", "cpu-1", v2))]
+    reader = FreshReader(live, [pod("cpu", "cpu-0", v2), probe_failed(pod("cpu", "cpu-1", v2))])
+    rolled = reconcile(body, Observed(FLEET, live, seen), Ports(RecordingWriter(), reader=reader),
+                       CONFIG, later)  # fmt: skip
+    assert rolled.action == "RollBack"
+    assert rolled.status["failedRevisions"][-1]["reason"] == "ProbeFailed"
+    assert reader.reads == [frozenset({"cpu-0"}), frozenset({"cpu-1"})]

@@ -111,22 +111,29 @@ class KubeGateway:
             if err.status != 404:  # the pod went away meanwhile
                 raise
 
-    def model_objects(
-        self, namespace: str, model: str
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The model's Deployments and DaemonSets (each with its "kind") and pods, read now."""
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{MODEL_LABEL}={model}"
-        lists = (
-            ("Deployment", self._apps.list_namespaced_deployment),
-            ("DaemonSet", self._apps.list_namespaced_daemon_set),
-            ("Pod", self._core.list_namespaced_pod),
-        )
-        found: dict[str, list[dict[str, Any]]] = {}
-        for kind, read in lists:
-            answer = read(namespace, label_selector=selector, _request_timeout=self._timeout,
-                          _preload_content=False)  # fmt: skip
-            found[kind] = [{**item, "kind": kind} for item in _json(answer).get("items", [])]
-        return found["Deployment"] + found["DaemonSet"], found["Pod"]
+    def model_workloads(self, namespace: str, model: str) -> list[dict[str, Any]]:
+        """The model's Deployments and DaemonSets (each with its "kind"), read now."""
+        found = []
+        for kind, read in (("Deployment", self._apps.list_namespaced_deployment),
+                           ("DaemonSet", self._apps.list_namespaced_daemon_set)):  # fmt: skip
+            answer = read(namespace, label_selector=_model_selector(model),
+                          _request_timeout=self._timeout, _preload_content=False)  # fmt: skip
+            found += [{**item, "kind": kind} for item in _json(answer).get("items", [])]
+        return found
+
+    def model_pods(
+        self, namespace: str, model: str, nodes: frozenset[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The model's pods, read now: all of them, or those on `nodes` (a read per node)."""
+        fields = [None] if nodes is None else [f"spec.nodeName={n}" for n in sorted(nodes)]
+        found = []
+        for field in fields:  # None: no field selector
+            answer = self._core.list_namespaced_pod(
+                namespace, label_selector=_model_selector(model), field_selector=field,
+                _request_timeout=self._timeout, _preload_content=False,
+            )  # fmt: skip
+            found += [{**item, "kind": "Pod"} for item in _json(answer).get("items", [])]
+        return found
 
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
         """One key of a Secret; SecretUnavailable saying why when it cannot be read."""
@@ -148,6 +155,10 @@ class KubeGateway:
         if value is None:
             raise SecretUnavailable(f"{where} has no key {key!r}")
         return base64.b64decode(value)
+
+
+def _model_selector(model: str) -> str:
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{MODEL_LABEL}={model}"
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -124,6 +124,8 @@ class Pass:
     apply: list[dict[str, Any]] = field(default_factory=list)  # children to server-side apply
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name), pods included
     recheck_seconds: float | None = None  # a deadline or window ends then: look again
+    # A rollback's evidence comes from pods on these nodes (rollout.Plan.evidence_nodes)
+    evidence_nodes: frozenset[str] | None = None
 
 
 def _policy(spec: EdgeModelSpec) -> Policy:
@@ -417,7 +419,8 @@ def plan(
     holdback = _holdback(previous, decision.state, stable_images, stable_archs)
 
     result = Pass(status={}, action=decision.action.value,
-                  recheck_seconds=next_check(decision, policy, now))  # fmt: skip
+                  recheck_seconds=next_check(decision, policy, now),
+                  evidence_nodes=decision.evidence_nodes)  # fmt: skip
     owner = _owner(body)
     workload_settings = WorkloadSettings(
         default_image=settings.server_image, pinned=run_pinned, probe_gate=settings.probe_gate,

@@ -146,6 +146,9 @@ class Plan:
     reason: str = ""
     message: str = ""
     evidence: tuple[str, ...] = field(default_factory=tuple)
+    # For a failed gate: the nodes of every pod in its evidence, or None where the failure
+    # is not one of pods on known nodes (the deadline, the analysis, an unscheduled pod).
+    evidence_nodes: frozenset[str] | None = None
 
 
 def _since(now: datetime, stamp: str | None) -> float:
@@ -228,17 +231,24 @@ def hold_back(
     return replace(state, held=tuple(held)), judged
 
 
+Failure = tuple[str, str, tuple[str, ...], frozenset[str] | None]
+
+
 def gate_failure(
     health: Sequence[TargetHealth], policy: Policy, state: RolloutState, now: datetime
-) -> tuple[str, str, tuple[str, ...]] | None:
-    """The first failing gate as (reason, message, evidence), or None while all pass."""
+) -> Failure | None:
+    """The first failing gate as (reason, message, evidence, the evidence's nodes), or None
+    while all pass."""
     for reason, what, field_ in GATES:
-        found = [f"{h.name}: {e}" for h in health for e in getattr(h, field_)]
-        if found:
-            return reason, f"{len(found)} pod(s) {what}", tuple(found[:MAX_EVIDENCE])
+        pods = [(h.name, e) for h in health for e in getattr(h, field_)]
+        if pods:
+            found = tuple(f"{target}: {e}" for target, e in pods[:MAX_EVIDENCE])
+            nodes = {e.node for _, e in pods}
+            return reason, f"{len(pods)} pod(s) {what}", found, (
+                None if "" in nodes else frozenset(nodes))  # fmt: skip
     analysed = [f"{h.name}: {a}" for h in health for a in h.analysis_failed]
     if analysed:  # per target, not per node: no node is held back for it
-        return "AnalysisFailed", f"analysis failed: {analysed[0]}", tuple(analysed)
+        return "AnalysisFailed", f"analysis failed: {analysed[0]}", tuple(analysed), None
     if _deadline_passed(policy, state, now) and not all(h.healthy for h in health):
         stuck = [f"{h.name}: {p}" for h in health for p in h.not_ready][:MAX_EVIDENCE]
         short = [f"{h.name} {h.ready}/{h.desired} Ready" for h in health if not h.healthy]
@@ -246,7 +256,7 @@ def gate_failure(
             f"not Ready within the {policy.progress_deadline_seconds}s progress deadline "
             f"({', '.join(short)})"
         )
-        return DEADLINE, message, tuple(stuck)
+        return DEADLINE, message, tuple(stuck), None
     return None
 
 
@@ -305,13 +315,13 @@ def decide(
 
     failure = gate_failure(health, policy, state, now)
     if failure is not None:
-        reason, message, evidence = failure
+        reason, message, evidence, nodes = failure
         remembered = FailedRevision(revision, reason, message, stamp)
         failed_list = (*state.failed, remembered)[-MAX_FAILED_REMEMBERED:]
         after = replace(state, failed=failed_list, ready_since=None, held=())
         if has_stable and policy.auto_rollback:
             return Plan(Action.ROLL_BACK, state.stable_revision or revision, after,
-                        reason, message, evidence)  # fmt: skip
+                        reason, message, evidence, nodes)  # fmt: skip
         return Plan(Action.HOLD, revision, after, reason, message, evidence)
 
     if not all(h.healthy for h in health):
