@@ -114,7 +114,7 @@ test: deps venv tools helm argocd cosign lint ## Install what is needed, then li
 	$(PY) -m pytest tests bench/test_bench_smoke.py $(PYTEST_ARGS)
 
 .PHONY: faults
-faults: venv tools helm ## The fault-injection suite alone (about 10 min; part of make test too): writes tests/faults/results.json and the README's reliability table
+faults: venv tools helm ## The fault-injection suite alone (about 15 min, 5 of them the 1,500-node scenario; part of make test too): writes tests/faults/results.json and the README's reliability table
 	FAULTS_RESULTS=tests/faults/results.json $(PY) -m pytest tests/faults $(PYTEST_ARGS); \
 	  status=$$?; $(PY) tests/faults/report.py; exit $$status
 

@@ -5,7 +5,6 @@ It runs last: the extra nodes stay until the session's cluster goes."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -57,11 +56,6 @@ class Flapper:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("FAULTS_FLEET") != "1",
-    reason="not yet seen passing on this machine (the first rollout to 1,500 nodes timed out "
-    "under load): FAULTS_FLEET=1 runs it",
-)
 @pytest.mark.scenario(
     "10",
     "1,500 nodes, 10 % flapping NotReady during a wave rollout",
