@@ -171,10 +171,14 @@ def _json(response: Any) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def connect(timeout: tuple[float, float] = TIMEOUT) -> KubeGateway:
-    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
+def connect(timeout: tuple[float, float] = TIMEOUT, connections: int = 16) -> KubeGateway:
+    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config. Keeps up to
+    `connections` open: one per thread that calls it (the client's default, five per core,
+    made the passes' threads open and close a TLS connection per request on two cores)."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return KubeGateway(client.ApiClient(), timeout)
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return KubeGateway(client.ApiClient(configuration), timeout)

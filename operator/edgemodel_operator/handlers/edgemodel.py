@@ -25,8 +25,6 @@ from edgemodel_operator.handlers.wakeups import Wakeups
 from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.plan import accelerators_of
 
-PASS_THREADS = 16
-
 
 def _key(body: kopf.Body) -> w.Key | None:
     return w.owner_key(str(body.metadata.namespace), body.metadata.labels)
@@ -105,9 +103,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo.components = wiring.build(config)
         memo.wakeups = Wakeups(config.accelerators)
-        # Passes mostly wait on the API server: more threads than kopf's default (cores + 4)
-        # keep a thousand models moving without using more CPU.
-        settings.execution.max_workers = PASS_THREADS
+        settings.execution.max_workers = wiring.PASS_THREADS
         memo.executor = settings.execution.executor
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
