@@ -52,3 +52,21 @@ def test_a_failed_lookup_waits_a_minute_and_an_answer_is_kept(
     assert resolver.resolve(ref) == found and FakeRegistry.calls == 3
     now[0] = 210
     assert resolver.resolve(ref) == found and FakeRegistry.calls == 3
+
+
+def test_threads_asking_while_a_lookup_is_under_way_do_not_ask_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = server_images.ServerImageResolver()
+    ref = "registry.site:5000/edgemodel-server:0.1.0-npu"
+    inner: list[Any] = []
+
+    class SlowRegistry(FakeRegistry):
+        def manifest(self, repo: str, ref_: str) -> Manifest:
+            inner.append(resolver.resolve(ref))  # another thread asking meanwhile
+            return super().manifest(repo, ref_)
+
+    monkeypatch.setattr(server_images, "Registry", SlowRegistry)
+    FakeRegistry.calls, FakeRegistry.down = 0, True
+    assert resolver.resolve(ref) is None
+    assert inner == [None] and FakeRegistry.calls == 1

@@ -5,8 +5,9 @@ and targets only go where the image can run.
 
 Answers are kept for a minute; when the registry cannot be reached, the last answer stays,
 and a tag never resolved is used as it is (the node resolves it when it pulls). A failed
-lookup is not tried again for a minute either: every reconcile asks, and a registry that
-does not answer must not slow them all down (nor fill the log)."""
+lookup is not tried again for a minute either, and while one thread looks a tag up the
+others take the last answer: every reconcile asks, and a registry that does not answer
+must not slow them all down (nor fill the log)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class ServerImageResolver:
         self._clock = clock
         self._known: dict[str, tuple[float, Resolved]] = {}
         self._failed: dict[str, float] = {}  # reference -> when its lookup last failed
+        self._asking: set[str] = set()  # references being looked up by another thread
         self._registries: dict[str, Registry] = {}  # one client (and connection pool) per host
         self._lock = threading.Lock()
 
@@ -58,11 +60,21 @@ class ServerImageResolver:
         with self._lock:
             cached = self._known.get(reference)
             failed = self._failed.get(reference)
-        now = self._clock()
-        if cached and now - cached[0] < TTL_SECONDS:
-            return cached[1]
-        if failed is not None and now - failed < TTL_SECONDS:
-            return cached[1] if cached else None
+            now = self._clock()
+            fresh = cached is not None and now - cached[0] < TTL_SECONDS
+            waiting = failed is not None and now - failed < TTL_SECONDS
+            if fresh or waiting or reference in self._asking:  # one lookup at a time
+                return cached[1] if cached else None
+            self._asking.add(reference)
+        try:
+            return self._lookup(reference, repo, ref, cached)
+        finally:
+            with self._lock:
+                self._asking.discard(reference)
+
+    def _lookup(
+        self, reference: str, repo: str, ref: str, cached: tuple[float, Resolved] | None
+    ) -> Resolved | None:
         host, _ = split_repository(repo)
         with self._lock:
             registry = self._registries.get(host)
