@@ -10,7 +10,9 @@ from typing import Any
 from fixtures import node, spec
 from test_service import CONFIG, RecordingWriter, cond, pod
 
+from edgemodel_operator.api.spec import Target
 from edgemodel_operator.reconcile.observed import Observed
+from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.rollout import (
     Action,
     Evidence,
@@ -19,6 +21,7 @@ from edgemodel_operator.reconcile.rollout import (
     TargetHealth,
     decide,
 )
+from edgemodel_operator.reconcile.workloads import Nodes, _node_affinity
 from edgemodel_operator.services.reconcile import Ports, reconcile
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -174,3 +177,28 @@ def test_a_held_node_runs_the_stable_revision_from_a_daemonset_of_its_own() -> N
     assert status["rollout"]["progress"]["summary"] == (
         "9 of 10 nodes updated (90.0 %), 0 unavailable, 1 failed"
     )
+
+
+def test_several_held_nodes_are_named_one_per_field_requirement() -> None:
+    """The API server takes one node name per matchFields requirement (In or NotIn)."""
+    target = Target(name="edge", accelerator="cpu", precision="fp32", placement="perNode")
+    placement = Placement(target=target, accelerator="cpu", precision="fp32", node_selector={},
+                          tolerations=(), resource=None, nodes=("edge-0", "edge-1", "edge-2"),
+                          archs=("amd64",))  # fmt: skip
+
+    def terms(nodes: Nodes) -> list[dict[str, Any]]:
+        found = _node_affinity(placement, nodes)
+        assert found is not None
+        return list(found["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"])  # fmt: skip
+
+    arch = [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]
+    assert terms(Nodes(skip=("edge-2", "edge-1"))) == [{"matchExpressions": arch, "matchFields": [
+        {"key": "metadata.name", "operator": "NotIn", "values": ["edge-1"]},
+        {"key": "metadata.name", "operator": "NotIn", "values": ["edge-2"]},
+    ]}]  # fmt: skip
+    assert terms(Nodes(only=("edge-2", "edge-1"))) == [
+        {"matchExpressions": arch,
+         "matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}
+        for name in ("edge-1", "edge-2")
+    ]  # fmt: skip

@@ -236,20 +236,27 @@ HELD_SUFFIX = "-held"  # the DaemonSet that keeps held-back nodes on the stable 
 
 
 def _node_affinity(placement: Placement, nodes: Nodes) -> dict[str, Any] | None:
+    """The node affinity of a placement's pods. The API server takes a single node name per
+    matchFields requirement: nodes skipped are one NotIn each (a term's requirements all
+    apply), nodes kept to are one term each (any term may match)."""
     term: dict[str, Any] = {}
     if placement.archs is not None:  # only the architectures its image serves
         term["matchExpressions"] = [
             {"key": "kubernetes.io/arch", "operator": "In", "values": list(placement.archs)}
         ]
-    if nodes.only or nodes.skip:
-        operator, names = ("In", nodes.only) if nodes.only else ("NotIn", nodes.skip)
-        term["matchFields"] = [
-            {"key": "metadata.name", "operator": operator, "values": sorted(names)}
-        ]
-    if not term:
+    terms = [term]
+    if nodes.only:
+        terms = [{**term, "matchFields": [_name("In", name)]} for name in sorted(nodes.only)]
+    elif nodes.skip:
+        term["matchFields"] = [_name("NotIn", name) for name in sorted(nodes.skip)]
+    if not terms[0]:
         return None
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [term]}}}  # fmt: skip
+        "nodeSelectorTerms": terms}}}  # fmt: skip
+
+
+def _name(operator: str, name: str) -> dict[str, Any]:
+    return {"key": "metadata.name", "operator": operator, "values": [name]}
 
 
 def _pod_spec(
