@@ -113,7 +113,11 @@ class Cluster:
                              "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
                              check=False)  # fmt: skip
         finally:
-            self.core.delete_namespace(name)
+            try:
+                self.core.delete_namespace(name)
+            except client.ApiException as err:
+                if err.status != 404:  # gone already: an earlier teardown's deletion finished
+                    raise
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, token: str | None = None

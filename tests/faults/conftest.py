@@ -83,7 +83,9 @@ def site(fault_cluster: FaultCluster, request: pytest.FixtureRequest) -> Iterato
     name = f"f-{base}-{uuid.uuid4().hex[:4]}"
     fault_cluster.core.create_namespace({"metadata": {"name": name}})
     yield Site(fault_cluster, name)
-    if name in {n.metadata.name for n in fault_cluster.core.list_namespace().items}:
+    live = {n.metadata.name for n in fault_cluster.core.list_namespace().items
+            if n.metadata.deletion_timestamp is None}  # fmt: skip
+    if name in live:  # not already deleted by the `operators` fixture
         fault_cluster.delete_namespace(name, timeout=5)
 
 

@@ -166,11 +166,17 @@ def _start_workers(digits_model: DigitsModel, **extra: str) -> tuple[subprocess.
     proc = subprocess.Popen([sys.executable, "-m", "edgemodel_server"], env=env,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stderr is not None
-    port, deadline = 0, time.monotonic() + 20
-    while not port and time.monotonic() < deadline:
-        found = re.search(r"on http://127\.0\.0\.1:(\d+) with 2 worker", proc.stderr.readline())
-        port = int(found.group(1)) if found else 0
+    # The supervisor reports once one worker listens; each worker reports its own start.
+    port, serving, deadline = 0, 0, time.monotonic() + 20
+    while (not port or serving < 2) and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        found = re.search(r"on http://127\.0\.0\.1:(\d+)( with 2 worker)?", line)
+        if found and found.group(2):
+            port = int(found.group(1))
+        elif found:
+            serving += 1
     assert port, "the supervisor did not report its port"
+    assert serving == 2, "a worker did not report that it serves"
     # A worker takes connections only once its model is loaded: from the moment the port
     # answers, every fresh connection, whichever worker the kernel gives it to, is ready.
     for _ in range(20):
