@@ -23,6 +23,7 @@ from edgemodel_operator.handlers.passes import CHILDREN, Passes
 from edgemodel_operator.handlers.settings import CompactDiffBase, apply_timeouts
 from edgemodel_operator.handlers.wakeups import Wakeups
 from edgemodel_operator.reconcile import wakeups as w
+from edgemodel_operator.reconcile.observed import lean
 from edgemodel_operator.reconcile.plan import accelerators_of
 
 
@@ -31,10 +32,8 @@ def _key(body: kopf.Body) -> w.Key | None:
 
 
 def _lean(body: kopf.Body) -> dict[str, Any]:
-    """The object as the reconcile reads it, without managedFields (often half its size):
-    the indices hold every node, pod and child in memory."""
-    meta = {k: v for k, v in body.metadata.items() if k != "managedFields"}
-    return {**dict(body), "metadata": meta}
+    """The object as the reconcile reads it: the indices hold every node, pod and child."""
+    return lean(body)
 
 
 def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:

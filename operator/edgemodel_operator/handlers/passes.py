@@ -106,14 +106,14 @@ class Passes:
         self.key, self.parts, self.executor, self.indices = key, parts, executor, indices
         self.models = models  # how many models this operator runs now
         self.failures = 0
-        # The object as our last status write left it, and the resourceVersion it replaced:
-        # until the watch brings that write back, the live body is older than what we wrote.
+        # The status our last write left, and the resourceVersion it replaced: until the
+        # watch brings that write back, the live body is older than what we wrote.
         self.mine: tuple[str, dict[str, Any]] | None = None
 
     def _current(self, body: kopf.Body) -> dict[str, Any]:
         current = dict(body)
         if self.mine is not None and current["metadata"].get("resourceVersion") == self.mine[0]:
-            current = {**current, "status": self.mine[1].get("status") or {}}
+            current = {**current, "status": self.mine[1]}
         return current
 
     async def run(self, body: kopf.Body) -> tuple[float, float]:
@@ -133,7 +133,8 @@ class Passes:
                                                      self.parts.writer.patch_status,
                                                      *self.key, patch)  # fmt: skip
                 if written is not None:
-                    self.mine = (str(current["metadata"].get("resourceVersion")), written)
+                    self.mine = (str(current["metadata"].get("resourceVersion")),
+                                 written.get("status") or {})  # fmt: skip
         except Exception as err:  # logged, counted and retried
             self.failures += 1
             # Passes are level-based: recovery (RBAC restored, the API server back) waits at

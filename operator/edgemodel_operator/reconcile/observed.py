@@ -20,6 +20,13 @@ class NodeInfo:
     unavailable: str = ""  # why nothing can run there now (cordoned, NotReady); "" if it can
 
 
+def lean(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object without its managedFields (often half its size), for what is kept in
+    memory: the indices, the operator's own recent writes."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
+
+
 def _unavailable(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
     if ready is not None and ready.get("status") != "True":

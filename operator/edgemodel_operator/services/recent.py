@@ -6,7 +6,9 @@ next pass sees the old child, applies it again and announces the update again. E
 is remembered with the resourceVersion the index showed before it; while the index still
 shows that version (it has not caught up), the pass sees what the API server answered
 instead (for a delete: nothing). Once the index moves, or after `ttl`, it is trusted again:
-an edit by hand after the write still counts as drift."""
+an edit by hand after the write still counts as drift. What the API server answered is kept
+without its managedFields, and writes past `ttl` are dropped for every model now and then:
+a thousand settled models would otherwise hold their last answers for good."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edgemodel_operator.reconcile.observed import Observed
+from edgemodel_operator.reconcile.observed import Observed, lean
 
 Model = tuple[str, str]  # namespace, EdgeModel name
 Child = tuple[str, str]  # kind, name
@@ -39,21 +41,34 @@ class RecentWrites:
         self._clock = clock
         self._writes: dict[Model, dict[Child, _Write]] = {}
         self._lock = threading.Lock()
+        self._swept = clock()
 
     def applied(self, model: Model, live: Mapping[str, Any] | None,
                 stored: Mapping[str, Any]) -> None:  # fmt: skip
         child = (str(stored["kind"]), str(stored["metadata"]["name"]))
-        with self._lock:
-            self._writes.setdefault(model, {})[child] = _Write(
-                _version(live), stored, self._clock()
-            )
+        self._remember(model, child, _Write(_version(live), lean(stored), self._clock()))
 
     def deleted(self, model: Model, kind: str, live: Mapping[str, Any] | None) -> None:
         if live is None:
             return
         child = (kind, str(live["metadata"]["name"]))
+        self._remember(model, child, _Write(_version(live), None, self._clock()))
+
+    def _remember(self, model: Model, child: Child, write: _Write) -> None:
         with self._lock:
-            self._writes.setdefault(model, {})[child] = _Write(_version(live), None, self._clock())
+            self._writes.setdefault(model, {})[child] = write
+            if write.at - self._swept > self._ttl:
+                self._swept = write.at
+                for key, writes in list(self._writes.items()):
+                    for old in [c for c, w in writes.items() if write.at - w.at > self._ttl]:
+                        del writes[old]
+                    if not writes:
+                        del self._writes[key]
+
+    def held(self) -> int:
+        """How many writes are remembered now, over all models."""
+        with self._lock:
+            return sum(len(writes) for writes in self._writes.values())
 
     def overlay(self, model: Model, observed: Observed) -> Observed:
         """`observed`, with the model's writes that the indices have not caught up with."""
