@@ -192,23 +192,34 @@ class FreshReader:
         return [p for p in self.pods if nodes is None or p["spec"]["nodeName"] in nodes]
 
 
-def rollout_past_its_deadline(writer: RecordingWriter) -> tuple[dict[str, Any], str, datetime]:
-    """digits promoted on v1, then v2 applied and still not Ready in the indices 11 s later
-    (10 s progress deadline); returns the body, v2's revision and that moment."""
-    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "replicas": 2}],
-                     rollout={"progressDeadlineSeconds": 10})  # fmt: skip
+def promoted_then_updated(
+    writer: RecordingWriter, target: dict[str, Any], nodes: list[str], **spec: Any
+) -> tuple[dict[str, Any], str, datetime]:
+    """digits with one target promoted on v1, its pods Ready on `nodes`, then v2 applied;
+    returns the body, v2's revision and the moment v2 was applied."""
+    body = edgemodel(targets=[target], **spec)
     now = T0
     for _ in range(3):  # created, Ready, promoted
-        done = reconcile(body, Observed(FLEET, writer.children(2), [
-            pod("cpu", "cpu-0", body.get("status", {}).get("revision", "")),
-            pod("cpu", "cpu-1", body.get("status", {}).get("revision", "")),
-        ]), Ports(writer), CONFIG, now)  # fmt: skip
+        rev = body.get("status", {}).get("revision", "")
+        pods = [pod(target["name"], n, rev) for n in nodes]
+        done = reconcile(body, Observed(FLEET, writer.children(len(nodes)), pods), Ports(writer),
+                         CONFIG, now)  # fmt: skip
         body["status"], now = done.status, now + timedelta(seconds=20)
     assert body["status"].get("stableRevision")
     body["spec"]["model"]["version"] = "2.0.0"
-    started = reconcile(body, Observed(FLEET, writer.children(2), []), Ports(writer), CONFIG, now)
+    started = reconcile(body, Observed(FLEET, writer.children(0), []), Ports(writer), CONFIG, now)
     body["status"] = started.status
-    return body, started.status["revision"], now + timedelta(seconds=11)
+    return body, started.status["revision"], now
+
+
+def rollout_past_its_deadline(writer: RecordingWriter) -> tuple[dict[str, Any], str, datetime]:
+    """Two replicas past a 10 s progress deadline: v2 still not Ready in the indices 11 s
+    after it was applied; returns the body, v2's revision and that moment."""
+    body, v2, applied = promoted_then_updated(
+        writer, {"name": "cpu", "accelerator": "cpu", "replicas": 2}, ["cpu-0", "cpu-1"],
+        rollout={"progressDeadlineSeconds": 10},
+    )  # fmt: skip
+    return body, v2, applied + timedelta(seconds=11)
 
 
 def test_a_rollback_is_confirmed_against_the_api_server_first() -> None:
@@ -237,19 +248,9 @@ def crash_looping(p: dict[str, Any]) -> dict[str, Any]:
 
 def fleet_rollout(writer: RecordingWriter, nodes: list[str]) -> tuple[dict[str, Any], str]:
     """digits promoted on v1 on `nodes` (perNode), then v2 applied; returns the body and v2."""
-    body = edgemodel(targets=[{"name": "cpu", "accelerator": "cpu", "placement": "perNode"}])
-    now = T0
-    for _ in range(3):  # created, Ready, promoted
-        rev = body.get("status", {}).get("revision", "")
-        pods = [pod("cpu", n, rev) for n in nodes]
-        done = reconcile(body, Observed(FLEET, writer.children(len(nodes)), pods), Ports(writer),
-                         CONFIG, now)  # fmt: skip
-        body["status"], now = done.status, now + timedelta(seconds=20)
-    assert body["status"].get("stableRevision")
-    body["spec"]["model"]["version"] = "2.0.0"
-    started = reconcile(body, Observed(FLEET, writer.children(0), []), Ports(writer), CONFIG, now)
-    body["status"] = started.status
-    return body, started.status["revision"]
+    target = {"name": "cpu", "accelerator": "cpu", "placement": "perNode"}
+    body, v2, _ = promoted_then_updated(writer, target, nodes)
+    return body, v2
 
 
 def test_a_crash_loop_rollback_reads_only_the_pods_of_the_nodes_in_its_evidence() -> None:
