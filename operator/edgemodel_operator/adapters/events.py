@@ -1,9 +1,10 @@
 """Events about EdgeModels, each posted at most once.
 
-An Event's name is derived from what it says and from the EdgeModel's resourceVersion the
-pass decided from. A pass repeated from the same state (a stale cache, or an operator
-killed after posting but before its status write landed) names the same Event, and the
-API server refuses the second copy (409), so a user sees every happening once."""
+An Event's name is derived from what it says and from the state the pass decided from (the
+EdgeModel's status, handlers/passes.py). A pass repeated from the same state (a stale cache,
+an operator killed after posting but before its status write landed, a status write lost
+to an API server restart while the spec changed) names the same Event, and the API server
+refuses the second copy (409), so a user sees every happening once."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,9 +39,18 @@ CHILDREN = (
 )
 
 
-def publish(body: kopf.Body, done: Pass, metrics: Any, recorder: Any = None) -> None:
+def decided_from(current: dict[str, Any]) -> str:
+    """What names a pass's Events: the status it decided from. A pass repeated on the same
+    status (its status write lost to a crash or an outage, even if the spec changed since)
+    names the same Events, which the API server then refuses to post twice."""
+    status = json.dumps(current.get("status") or {}, sort_keys=True, default=str)
+    return hashlib.sha256(status.encode()).hexdigest()[:16]
+
+
+def publish(body: kopf.Body, done: Pass, metrics: Any, recorder: Any = None,
+            state: str = "") -> None:  # fmt: skip
     """The pass's Events (also logged) and metrics. With a recorder, an Event a pass from
-    the same state already posted is not posted, logged or counted again."""
+    the same `state` (decided_from) already posted is not posted, logged or counted again."""
     meta = body.metadata
     log = LOG.bind(namespace=meta.namespace, name=meta.name, generation=meta.get("generation"))
     owner = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", KIND),
@@ -48,7 +59,7 @@ def publish(body: kopf.Body, done: Pass, metrics: Any, recorder: Any = None) -> 
     for event in done.events:
         if recorder is None:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        elif not _post(recorder, owner, str(meta.get("resourceVersion", "")), event, log):
+        elif not _post(recorder, owner, state, event, log):
             continue
         fresh.append(event.reason)
         log.info(event.message, reason=event.reason, type=event.type)
@@ -126,7 +137,7 @@ class Passes:
                                                    self.parts, self.indices)  # fmt: skip
             # The Events go out before the status.
             await loop.run_in_executor(self.executor, publish, body, done, self.parts.metrics,
-                                       self.parts.events)  # fmt: skip
+                                       self.parts.events, decided_from(current))  # fmt: skip
             patch = status_patch(current.get("status") or {}, done.status)
             if patch:
                 written = await loop.run_in_executor(self.executor,
