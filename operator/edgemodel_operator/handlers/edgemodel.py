@@ -31,13 +31,8 @@ def _key(body: kopf.Body) -> w.Key | None:
     return w.owner_key(str(body.metadata.namespace), body.metadata.labels)
 
 
-def _lean(body: kopf.Body) -> dict[str, Any]:
-    """The object as the reconcile reads it: the indices hold every node, pod and child."""
-    return lean(body)
-
-
 def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
-    node = _lean(body)
+    node = lean(body)
     status = dict(node.get("status") or {})
     status.pop("images", None)  # a real node lists every image it holds
     return {None: {**node, "status": status}}
@@ -46,7 +41,7 @@ def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
 def children_index(kind: str) -> Any:
     def index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
         key = _key(body)
-        return {key: {**_lean(body), "kind": kind}} if key else {}
+        return {key: {**lean(body), "kind": kind}} if key else {}
 
     index.__name__ = f"{kind.lower()}s_index"
     return index
@@ -64,14 +59,14 @@ def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     spec = {k: v for k, v in body.spec.items() if k in POD_SPEC}
     spec["containers"] = [{"name": c.get("name"), "ports": c.get("ports") or []}
                           for c in body.spec.get("containers") or []]  # fmt: skip
-    return {key: {**_lean(body), "spec": spec}}
+    return {key: {**lean(body), "spec": spec}}
 
 
 def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     key = _key(body)
     if key is None:
         return {}
-    return {key: {"metadata": _lean(body)["metadata"], "endpoints": body.get("endpoints") or []}}
+    return {key: {"metadata": lean(body)["metadata"], "endpoints": body.get("endpoints") or []}}
 
 
 async def worker(
