@@ -344,9 +344,9 @@ def test_the_worker_looks_again_when_a_deadline_or_window_ends() -> None:
     from edgemodel_operator.reconcile.rollout import Plan, next_check
 
     rolling = Plan(Action.ROLL_FORWARD, "new", RolloutState("new", stamp(0)))
-    assert next_check(rolling, POLICY, at(10)) == 51  # the 60 s deadline, one second past
+    assert next_check(rolling, POLICY, at(10)) == 50.1  # the 60 s deadline, a tenth past
     stable_soon = Plan(Action.ROLL_FORWARD, "new", RolloutState("new", stamp(0), stamp(20)))
-    assert next_check(stable_soon, POLICY, at(25)) == 11  # the 15 s window ends at 35
+    assert next_check(stable_soon, POLICY, at(25)) == 10.1  # the 15 s window ends at 35
     assert next_check(Plan(Action.STEADY, "good", STABLE), POLICY, at(25)) is None
     paused = Plan(Action.ROLL_FORWARD, "new", RolloutState("new", stamp(0), paused_at=stamp(5)))
     assert next_check(paused, POLICY, at(10)) is None  # nodes away: the deadline waits too

@@ -227,7 +227,8 @@ def test_a_rollback_is_confirmed_against_the_api_server_first() -> None:
     body, v2, late = rollout_past_its_deadline(writer)
     stale = Observed(FLEET, writer.children(0), [])  # a watch down: nothing seen since
     ready = FreshReader(writer.children(2), [pod("cpu", "cpu-0", v2), pod("cpu", "cpu-1", v2)])
-    failing = FreshReader(writer.children(0), [pod("cpu", "cpu-0", v2, ready=False)])
+    failing = FreshReader(counting(writer.children(0), 1, 1, 0),
+                          [pod("cpu", "cpu-0", v2, ready=False)])  # fmt: skip
 
     confirmed = reconcile(body, stale, Ports(RecordingWriter(), reader=ready), CONFIG, late)
     assert ready.calls == 1
@@ -237,6 +238,33 @@ def test_a_rollback_is_confirmed_against_the_api_server_first() -> None:
     rolled = reconcile(body, stale, Ports(RecordingWriter(), reader=failing), CONFIG, late)
     assert rolled.action == "RollBack" and failing.calls == 1
     assert reconcile(body, stale, Ports(RecordingWriter()), CONFIG, late).action == "RollBack"
+
+
+def counting(
+    children: list[dict[str, Any]], pods: int, updated: int, ready_: int
+) -> list[dict[str, Any]]:
+    """The children with their workloads' status counting that many pods, of the current
+    template and Ready."""
+    status = {"observedGeneration": 1, "replicas": pods, "updatedReplicas": updated,
+              "readyReplicas": ready_}  # fmt: skip
+    return [{**c, "status": dict(status)} if c["kind"] in ("Deployment", "DaemonSet") else c
+            for c in children]  # fmt: skip
+
+
+def test_a_deadline_rollback_reads_no_pod_when_the_workloads_counts_agree() -> None:
+    writer = RecordingWriter()
+    body, v2, late = rollout_past_its_deadline(writer)
+    seen = Observed(FLEET, writer.children(0), [pod("cpu", n, v2, ready=False)
+                                                for n in ("cpu-0", "cpu-1")])  # fmt: skip
+    agreeing = FreshReader(counting(writer.children(0), 2, 2, 0), [])
+    rolled = reconcile(body, seen, Ports(RecordingWriter(), reader=agreeing), CONFIG, late)
+    assert rolled.action == "RollBack" and agreeing.reads == []
+
+    # Both pods turned Ready since the indices last heard: the counts say so, all pods read.
+    healed = FreshReader(counting(writer.children(0), 2, 2, 2),
+                         [pod("cpu", n, v2) for n in ("cpu-0", "cpu-1")])  # fmt: skip
+    kept = reconcile(body, seen, Ports(RecordingWriter(), reader=healed), CONFIG, late)
+    assert kept.action != "RollBack" and healed.reads == [None]
 
 
 def crash_looping(p: dict[str, Any]) -> dict[str, Any]:

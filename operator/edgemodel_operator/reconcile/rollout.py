@@ -345,6 +345,9 @@ def decide(
     return Plan(Action.ROLL_FORWARD, revision, state)
 
 
+RECHECK_MARGIN_S = 0.1
+
+
 def next_check(plan: Plan, policy: Policy, now: datetime) -> float | None:
     """Seconds until a time-based gate falls due (the progress deadline, the end of the
     stabilization window), so that the worker looks again then and not at its next
@@ -359,8 +362,8 @@ def next_check(plan: Plan, policy: Policy, now: datetime) -> float | None:
             due.append(policy.progress_deadline_seconds - _since(now, started))
     if state.ready_since:
         due.append(policy.stabilization_seconds - _since(now, state.ready_since))
-    # Stamps have whole seconds and a gate passes only once strictly past: one more.
-    ahead = [d + 1.0 for d in due if d + 1.0 > 0]
+    # The deadline passes only once strictly past, and a timer may fire a little early.
+    ahead = [d + RECHECK_MARGIN_S for d in due if d + RECHECK_MARGIN_S > 0]
     return min(ahead) if ahead else None
 
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from edgemodel_operator.reconcile import telemetry as tm
 from edgemodel_operator.reconcile.analysis import Answer, Verdict, analysis_calls, verdicts
+from edgemodel_operator.reconcile.freshness import indices_agree
 from edgemodel_operator.reconcile.images import ImageJob, ImageState
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.plan import (
@@ -223,12 +224,13 @@ def _confirm(
 ) -> tuple[Observed, Pass]:  # fmt: skip
     """A rollback decided again on what the API server holds now, since the indices lag for
     as long as a watch is down (a partition, an API server restart): the model's workloads,
-    and the pods on the nodes its evidence comes from; all its pods where the evidence
-    names no node or many (the deadline), or moves to other nodes more than once. Reading
-    a few nodes' pods, not a fleet's, keeps a rollback prompt on 1,500 nodes."""
+    and the pods on the nodes its evidence comes from. Where the evidence names no node or
+    many (the deadline), or moves to other nodes more than once, all its pods, unless the
+    workloads' own counts agree with the indices. Reading a few nodes' pods, or none, not
+    a fleet's, keeps a rollback prompt on 1,500 nodes."""
+    workloads = reader.model_workloads(*model)
     observed = replace(observed, children=[
-        *(c for c in observed.children if c["kind"] not in WORKLOADS),
-        *reader.model_workloads(*model),
+        *(c for c in observed.children if c["kind"] not in WORKLOADS), *workloads,
     ])  # fmt: skip
     read: frozenset[str] = frozenset()
     for round_ in range(CONFIRM_ROUNDS + 1):
@@ -244,7 +246,8 @@ def _confirm(
         result = replan(observed)
         if result.action != "RollBack":
             return observed, result
-    observed = replace(observed, pods=reader.model_pods(*model))
+    if not indices_agree(workloads, observed):
+        observed = replace(observed, pods=reader.model_pods(*model))
     return observed, replan(observed)
 
 

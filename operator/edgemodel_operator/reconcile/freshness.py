@@ -1,0 +1,58 @@
+"""Whether the pods in the indices agree with what the model's workloads, read now, count.
+
+A rollback is confirmed against the API server first, since the indices lag while a watch
+is down. Where the evidence names no node or many (the progress deadline, a fleet-wide
+crash loop), reading every pod of a 1,500-node fleet costs seconds; the workloads' status
+counts (pods, updated, Ready) cost one small read. When those counts match the indices,
+the indices are current enough to decide on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgemodel_operator.api.names import REVISION_ANNOTATION, TARGET_LABEL
+from edgemodel_operator.reconcile.observed import Observed
+from edgemodel_operator.reconcile.rollout import pod_ready, pod_revision
+
+Counts = tuple[int, int, int]  # pods, pods of the current template's revision, Ready pods
+
+
+def counted(workload: Mapping[str, Any]) -> Counts | None:
+    """The workload's own counts; None while its controller has not caught up with its
+    latest spec (the counts would describe an older one)."""
+    meta, status = workload.get("metadata") or {}, workload.get("status") or {}
+    if "generation" not in meta or status.get("observedGeneration") != meta["generation"]:
+        return None
+    if workload.get("kind") == "DaemonSet":
+        pods = status.get("currentNumberScheduled", 0) + status.get("numberMisscheduled", 0)
+        return pods, status.get("updatedNumberScheduled", 0), status.get("numberReady", 0)
+    return (
+        status.get("replicas", 0),
+        status.get("updatedReplicas", 0),
+        status.get("readyReplicas", 0),
+    )
+
+
+def seen(workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Counts:
+    """The same counts over the indices' pods of the workload's target."""
+    template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    revision = (template.get("annotations") or {}).get(REVISION_ANNOTATION)
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    updated = sum(1 for p in live if revision is not None and pod_revision(p) == revision)
+    return len(live), updated, sum(1 for p in live if pod_ready(p))
+
+
+def indices_agree(workloads: Sequence[Mapping[str, Any]], observed: Observed) -> bool:
+    """Every workload's counts, read now, match the indices' pods of its target."""
+    workloads = [w for w in workloads if w.get("kind") in ("Deployment", "DaemonSet")]
+    if not workloads:
+        return False
+    for workload in workloads:
+        target = ((workload.get("metadata") or {}).get("labels") or {}).get(TARGET_LABEL)
+        expected = counted(workload)
+        if target is None or expected is None:
+            return False
+        if expected != seen(workload, observed.pods_of(str(target))):
+            return False
+    return True
