@@ -32,7 +32,7 @@ PODS = [pod("a", "v2", True), pod("b", "v2", False), pod("c", "v1", True)]
 COUNTS = {"currentNumberScheduled": 3, "updatedNumberScheduled": 2, "numberReady": 2}
 
 
-def test_a_daemonset_counts_nodes_scheduled_updated_and_ready() -> None:
+def test_a_daemonset_counts_nodes_running_updated_and_ready() -> None:
     assert counted(daemonset({**COUNTS, "numberMisscheduled": 1})) == (4, 2, 2)
     assert counted(daemonset(COUNTS, generation=4)) is None  # its controller is behind
 
@@ -43,6 +43,8 @@ def test_the_indices_agree_only_when_every_count_matches() -> None:
     for key in COUNTS:
         assert not indices_agree([daemonset({**COUNTS, key: COUNTS[key] + 1})],
                                  Observed([], [], PODS))  # fmt: skip
+    # During a surge node a runs the old pod beside the new one: still one node.
+    assert indices_agree([daemonset(COUNTS)], Observed([], [], [*PODS, pod("a", "v1", True)]))
     # A pod being deleted is not counted by the controller either.
     assert indices_agree(
         [daemonset(COUNTS)], Observed([], [], [*PODS, pod("d", "v2", False, deleting=True)])

@@ -15,18 +15,18 @@ from edgemodel_operator.api.names import REVISION_ANNOTATION, TARGET_LABEL
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.rollout import pod_ready, pod_revision
 
-Counts = tuple[int, int, int]  # pods, pods of the current template's revision, Ready pods
+Counts = tuple[int, int, int]  # running, of the current template's revision, Ready
 
 
 def counted(workload: Mapping[str, Any]) -> Counts | None:
-    """The workload's own counts; None while its controller has not caught up with its
-    latest spec (the counts would describe an older one)."""
+    """The workload's own counts (a DaemonSet counts nodes, a Deployment pods); None while
+    its controller has not caught up with its latest spec."""
     meta, status = workload.get("metadata") or {}, workload.get("status") or {}
     if "generation" not in meta or status.get("observedGeneration") != meta["generation"]:
         return None
     if workload.get("kind") == "DaemonSet":
-        pods = status.get("currentNumberScheduled", 0) + status.get("numberMisscheduled", 0)
-        return pods, status.get("updatedNumberScheduled", 0), status.get("numberReady", 0)
+        nodes = status.get("currentNumberScheduled", 0) + status.get("numberMisscheduled", 0)
+        return nodes, status.get("updatedNumberScheduled", 0), status.get("numberReady", 0)
     return (
         status.get("replicas", 0),
         status.get("updatedReplicas", 0),
@@ -35,12 +35,20 @@ def counted(workload: Mapping[str, Any]) -> Counts | None:
 
 
 def seen(workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Counts:
-    """The same counts over the indices' pods of the workload's target."""
+    """The same counts over the indices' pods of the workload's target (by node for a
+    DaemonSet: during a surge a node runs the old pod and the new one)."""
     template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
     revision = (template.get("annotations") or {}).get(REVISION_ANNOTATION)
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    updated = sum(1 for p in live if revision is not None and pod_revision(p) == revision)
-    return len(live), updated, sum(1 for p in live if pod_ready(p))
+    updated = [p for p in live if revision is not None and pod_revision(p) == revision]
+    ready = [p for p in live if pod_ready(p)]
+    if workload.get("kind") == "DaemonSet":
+        return len(_nodes(live)), len(_nodes(updated)), len(_nodes(ready))
+    return len(live), len(updated), len(ready)
+
+
+def _nodes(pods: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {str((p.get("spec") or {}).get("nodeName") or "") for p in pods}
 
 
 def indices_agree(workloads: Sequence[Mapping[str, Any]], observed: Observed) -> bool:
