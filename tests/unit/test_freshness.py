@@ -19,8 +19,12 @@ def daemonset(status: dict[str, Any], generation: int = 3) -> dict[str, Any]:
 
 
 def pod(node: str, revision: str, ready: bool, deleting: bool = False) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": f"npu-{node}", "labels": {"edgeai.dev/target": "npu"},
-                            "annotations": {"edgeai.dev/revision": revision}}  # fmt: skip
+    meta: dict[str, Any] = {
+        "name": f"npu-{node}-{revision}",
+        "creationTimestamp": f"2026-12-02T0{revision[1]}:00:00Z",  # v1's pods are older
+        "labels": {"edgeai.dev/target": "npu"},
+        "annotations": {"edgeai.dev/revision": revision},
+    }
     if deleting:
         meta["deletionTimestamp"] = "2026-12-02T07:00:00Z"
     return {"metadata": meta, "spec": {"nodeName": node},
@@ -43,8 +47,10 @@ def test_the_indices_agree_only_when_every_count_matches() -> None:
     for key in COUNTS:
         assert not indices_agree([daemonset({**COUNTS, key: COUNTS[key] + 1})],
                                  Observed([], [], PODS))  # fmt: skip
-    # During a surge node a runs the old pod beside the new one: still one node.
-    assert indices_agree([daemonset(COUNTS)], Observed([], [], [*PODS, pod("a", "v1", True)]))
+    # During a surge node c runs its new pod beside the old one: the controller counts the
+    # node by its oldest pod, Ready and not updated, and so do the indices.
+    surge = Observed([], [], [*PODS, pod("c", "v2", False)])
+    assert indices_agree([daemonset(COUNTS)], surge)
     # A pod being deleted is not counted by the controller either.
     assert indices_agree(
         [daemonset(COUNTS)], Observed([], [], [*PODS, pod("d", "v2", False, deleting=True)])

@@ -8,7 +8,7 @@ the indices are current enough to decide on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from edgemodel_operator.api.names import REVISION_ANNOTATION, TARGET_LABEL
@@ -35,20 +35,27 @@ def counted(workload: Mapping[str, Any]) -> Counts | None:
 
 
 def seen(workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Counts:
-    """The same counts over the indices' pods of the workload's target (by node for a
-    DaemonSet: during a surge a node runs the old pod and the new one)."""
+    """The same counts over the indices' pods of the workload's target. A DaemonSet's
+    controller counts a node by its oldest pod (during a surge the old one runs beside the
+    new), so the pods are counted that way too."""
     template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
     revision = (template.get("annotations") or {}).get(REVISION_ANNOTATION)
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    updated = [p for p in live if revision is not None and pod_revision(p) == revision]
-    ready = [p for p in live if pod_ready(p)]
     if workload.get("kind") == "DaemonSet":
-        return len(_nodes(live)), len(_nodes(updated)), len(_nodes(ready))
-    return len(live), len(updated), len(ready)
+        live = list(_oldest_per_node(live))
+    updated = sum(1 for p in live if revision is not None and pod_revision(p) == revision)
+    return len(live), updated, sum(1 for p in live if pod_ready(p))
 
 
-def _nodes(pods: Sequence[Mapping[str, Any]]) -> set[str]:
-    return {str((p.get("spec") or {}).get("nodeName") or "") for p in pods}
+def _oldest_per_node(pods: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    oldest: dict[str, tuple[tuple[str, str], Mapping[str, Any]]] = {}
+    for pod in pods:
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        meta = pod.get("metadata") or {}
+        age = (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+        if node and (node not in oldest or age < oldest[node][0]):
+            oldest[node] = (age, pod)
+    return (pod for _, pod in oldest.values())
 
 
 def indices_agree(workloads: Sequence[Mapping[str, Any]], observed: Observed) -> bool:
