@@ -306,6 +306,26 @@ def test_a_crash_loop_rollback_reads_only_the_pods_of_the_nodes_in_its_evidence(
     assert healed.reads == [frozenset({nodes[0]})]
 
 
+def test_where_one_failing_node_fails_the_rollout_a_few_of_the_nodes_are_read(
+    monkeypatch: Any,
+) -> None:
+    # Two nodes stand for a fleet: one of them is "a few" here.
+    monkeypatch.setattr("edgemodel_operator.services.reconcile.PROOF_NODES", 1)
+    later = T0 + timedelta(seconds=70)
+    for threshold, reads in ((100, [frozenset({"cpu-0"})]), (50, [frozenset({"cpu-0", "cpu-1"})])):
+        writer = RecordingWriter()
+        target = {"name": "cpu", "accelerator": "cpu", "placement": "perNode"}
+        body, v2, _ = promoted_then_updated(writer, target, ["cpu-0", "cpu-1"],
+                                            rollout={"successThreshold": threshold})  # fmt: skip
+        live = writer.children(0)
+        both = [crash_looping(pod("cpu", n, v2)) for n in ("cpu-0", "cpu-1")]
+        reader = FreshReader(live, [crash_looping(pod("cpu", n, v2)) for n in ("cpu-0", "cpu-1")])
+        rolled = reconcile(body, Observed(FLEET, live, both),
+                           Ports(RecordingWriter(), reader=reader), CONFIG, later)  # fmt: skip
+        assert rolled.action == "RollBack"
+        assert reader.reads == reads, threshold  # 50 %: one node may fail, so both are read
+
+
 def probe_failed(p: dict[str, Any]) -> dict[str, Any]:
     p["status"]["conditions"].append({"type": PROBE_CONDITION, "status": "False",
                                       "message": "no answer in 2s"})  # fmt: skip

@@ -126,6 +126,7 @@ class Pass:
     recheck_seconds: float | None = None  # a deadline or window ends then: look again
     # A rollback's evidence comes from pods on these nodes (rollout.Plan.evidence_nodes)
     evidence_nodes: frozenset[str] | None = None
+    one_node_fails: bool = False  # rollout.Plan.one_node_fails
 
 
 def _policy(spec: EdgeModelSpec) -> Policy:
@@ -420,7 +421,8 @@ def plan(
 
     result = Pass(status={}, action=decision.action.value,
                   recheck_seconds=next_check(decision, policy, now),
-                  evidence_nodes=decision.evidence_nodes)  # fmt: skip
+                  evidence_nodes=decision.evidence_nodes,
+                  one_node_fails=decision.one_node_fails)  # fmt: skip
     owner = _owner(body)
     workload_settings = WorkloadSettings(
         default_image=settings.server_image, pinned=run_pinned, probe_gate=settings.probe_gate,

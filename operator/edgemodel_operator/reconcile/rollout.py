@@ -149,6 +149,9 @@ class Plan:
     # For a failed gate: the nodes of every pod in its evidence, or None where the failure
     # is not one of pods on known nodes (the deadline, the analysis, an unscheduled pod).
     evidence_nodes: frozenset[str] | None = None
+    # No target allows a failing node (a success threshold of 100 %): the evidence on any
+    # one of those nodes fails the rollout by itself.
+    one_node_fails: bool = False
 
 
 def _since(now: datetime, stamp: str | None) -> float:
@@ -320,8 +323,9 @@ def decide(
         failed_list = (*state.failed, remembered)[-MAX_FAILED_REMEMBERED:]
         after = replace(state, failed=failed_list, ready_since=None, held=())
         if has_stable and policy.auto_rollback:
+            strict = all(h.allowed_failures <= 0 for h in health)
             return Plan(Action.ROLL_BACK, state.stable_revision or revision, after,
-                        reason, message, evidence, nodes)  # fmt: skip
+                        reason, message, evidence, nodes, strict)  # fmt: skip
         return Plan(Action.HOLD, revision, after, reason, message, evidence)
 
     if not all(h.healthy for h in health):

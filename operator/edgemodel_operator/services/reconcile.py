@@ -216,6 +216,7 @@ def reconcile(
 WORKLOADS = ("Deployment", "DaemonSet")
 CONFIRM_NODES = 10  # evidence on more nodes than this: read all the model's pods
 CONFIRM_ROUNDS = 2
+PROOF_NODES = 3  # where one node's evidence fails the rollout: read this many of them
 
 
 def _confirm(
@@ -224,10 +225,11 @@ def _confirm(
 ) -> tuple[Observed, Pass]:  # fmt: skip
     """A rollback decided again on what the API server holds now, since the indices lag for
     as long as a watch is down (a partition, an API server restart): the model's workloads,
-    and the pods on the nodes its evidence comes from. Where the evidence names no node or
-    many (the deadline), or moves to other nodes more than once, all its pods, unless the
-    workloads' own counts agree with the indices. Reading a few nodes' pods, or none, not
-    a fleet's, keeps a rollback prompt on 1,500 nodes."""
+    and the pods on the nodes its evidence comes from (a few of them where one node's
+    evidence is enough). Where the evidence names no node or many (the deadline), or moves
+    to other nodes more than once, all its pods, unless the workloads' own counts agree
+    with the indices. Reading a few nodes' pods, or none, not a fleet's, keeps a rollback
+    prompt on 1,500 nodes."""
     workloads = reader.model_workloads(*model)
     observed = replace(observed, children=[
         *(c for c in observed.children if c["kind"] not in WORKLOADS), *workloads,
@@ -235,9 +237,17 @@ def _confirm(
     read: frozenset[str] = frozenset()
     for round_ in range(CONFIRM_ROUNDS + 1):
         nodes = result.evidence_nodes
-        if read and nodes is not None and nodes <= read:
+        if (
+            read
+            and nodes is not None
+            and (nodes <= read or (result.one_node_fails and nodes & read))
+        ):
             return observed, result  # the evidence stands on fresh pods
-        if nodes is None or len(read | nodes) > CONFIRM_NODES or round_ == CONFIRM_ROUNDS:
+        if nodes is None or round_ == CONFIRM_ROUNDS:
+            break
+        if result.one_node_fails:
+            nodes = frozenset(sorted(nodes - read)[:PROOF_NODES])
+        if len(read | nodes) > CONFIRM_NODES:
             break
         fresh = reader.model_pods(*model, nodes - read)
         read |= nodes
