@@ -25,8 +25,9 @@ from edgemodel_operator.reconcile.analysis import (
     analysis_calls,
     verdict,
 )
+from edgemodel_operator.reconcile.health import TargetHealth
 from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.reconcile.rollout import Action, TargetHealth, decide
+from edgemodel_operator.reconcile.rollout import Action, decide
 from edgemodel_operator.services.reconcile import Ports, reconcile
 
 ANALYSIS = {

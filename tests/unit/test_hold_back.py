@@ -11,16 +11,11 @@ from fixtures import node, spec
 from test_service import CONFIG, RecordingWriter, cond, pod
 
 from edgemodel_operator.api.spec import Target
+from edgemodel_operator.reconcile.health import Evidence, TargetHealth
 from edgemodel_operator.reconcile.observed import Observed
 from edgemodel_operator.reconcile.placement import Placement
-from edgemodel_operator.reconcile.rollout import (
-    Action,
-    Evidence,
-    Policy,
-    RolloutState,
-    TargetHealth,
-    decide,
-)
+from edgemodel_operator.reconcile.rollout import Action, Policy, decide
+from edgemodel_operator.reconcile.rollout_state import RolloutState
 from edgemodel_operator.reconcile.workloads import Nodes, _node_affinity
 from edgemodel_operator.services.reconcile import Ports, reconcile
 

@@ -13,18 +13,14 @@ import pytest
 from fixtures import FLEET, edgemodel
 from test_service import CONFIG, RecordingWriter, cond, pod
 
+from edgemodel_operator.reconcile.health import Evidence, TargetHealth, target_health
 from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.reconcile.rollout import (
-    Action,
-    Evidence,
+from edgemodel_operator.reconcile.rollout import Action, Policy, decide
+from edgemodel_operator.reconcile.rollout_state import (
     FailedRevision,
-    Policy,
     RolloutState,
-    TargetHealth,
-    decide,
     state_from_status,
     state_to_status,
-    target_health,
 )
 from edgemodel_operator.services.reconcile import Ports, reconcile
 

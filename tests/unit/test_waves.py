@@ -8,14 +8,9 @@ from datetime import UTC, datetime, timedelta
 from test_service import pod
 
 from edgemodel_operator.api.spec import Wave
-from edgemodel_operator.reconcile.rollout import (
-    Action,
-    Evidence,
-    Policy,
-    RolloutState,
-    TargetHealth,
-    decide,
-)
+from edgemodel_operator.reconcile.health import Evidence, TargetHealth
+from edgemodel_operator.reconcile.rollout import Action, Policy, decide
+from edgemodel_operator.reconcile.rollout_state import RolloutState
 from edgemodel_operator.reconcile.waves import (
     node_order,
     pods_to_replace,

@@ -16,8 +16,8 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgemodel_operator.reconcile.health import pod_ready
 from edgemodel_operator.reconcile.probes import serving_port
-from edgemodel_operator.reconcile.rollout import pod_ready
 from edgemodel_operator.reconcile.telemetry import PodRates
 
 FORGET_SECONDS = 3600.0  # readings of pods not seen for this long are dropped

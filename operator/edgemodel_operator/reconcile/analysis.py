@@ -22,8 +22,8 @@ from edgemodel_operator.api.conditions import timestamp
 from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import REVISION_ANNOTATION, TARGET_LABEL
 from edgemodel_operator.api.spec import AnalysisMetric, parse_spec
+from edgemodel_operator.reconcile.health import TargetHealth
 from edgemodel_operator.reconcile.revision import revision
-from edgemodel_operator.reconcile.rollout import TargetHealth
 
 PASSED, FAILED, INCONCLUSIVE = "Passed", "Failed", "Inconclusive"
 SELECTOR = 'namespace="$namespace",model="$edgemodel",target="$target",revision="$revision"'

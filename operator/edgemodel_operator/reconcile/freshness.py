@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from edgemodel_operator.api.names import REVISION_ANNOTATION, TARGET_LABEL
+from edgemodel_operator.reconcile.health import pod_ready, pod_revision
 from edgemodel_operator.reconcile.observed import Observed
-from edgemodel_operator.reconcile.rollout import pod_ready, pod_revision
 
 Counts = tuple[int, int, int]  # running, of the current template's revision, Ready
 

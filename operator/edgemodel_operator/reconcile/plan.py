@@ -21,6 +21,7 @@ from edgemodel_operator.api.names import API_VERSION
 from edgemodel_operator.api.spec import EdgeModelSpec, check_name, parse_spec
 from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
+from edgemodel_operator.reconcile.health import TargetHealth, pod_revision, target_health
 from edgemodel_operator.reconcile.images import (
     ImageJob,
     ImageState,
@@ -42,18 +43,8 @@ from edgemodel_operator.reconcile.placement import (
     unavailable_text,
 )
 from edgemodel_operator.reconcile.revision import revision
-from edgemodel_operator.reconcile.rollout import (
-    Action,
-    Plan,
-    Policy,
-    RolloutState,
-    TargetHealth,
-    decide,
-    next_check,
-    pod_revision,
-    state_from_status,
-    target_health,
-)
+from edgemodel_operator.reconcile.rollout import Action, Plan, Policy, decide, next_check
+from edgemodel_operator.reconcile.rollout_state import RolloutState, state_from_status
 from edgemodel_operator.reconcile.signatures import model_unverifiable, signature_events
 from edgemodel_operator.reconcile.status import (
     EventSpec,

@@ -11,7 +11,6 @@ Unavailable nodes (offline, cordoned) are left out of every count."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,12 +18,11 @@ from enum import Enum
 from typing import Any
 
 from edgemodel_operator.api.conditions import ANALYSIS_INCONCLUSIVE, timestamp
-from edgemodel_operator.api.names import REVISION_ANNOTATION
-from edgemodel_operator.reconcile.probes import probe_failure
+from edgemodel_operator.reconcile.health import TargetHealth
+from edgemodel_operator.reconcile.rollout_state import FailedRevision, HeldNode, RolloutState
 
 MAX_FAILED_REMEMBERED = 10
 MAX_EVIDENCE = 5
-CRASH_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError")
 
 
 class Action(Enum):
@@ -34,99 +32,6 @@ class Action(Enum):
     ROLL_BACK = "RollBack"  # a gate failed just now: restore the stable revision
     HOLD_STABLE = "HoldStable"  # the asked-for revision failed before: keep the stable one
     HOLD = "Hold"  # it failed and there is no healthy revision to go back to
-
-
-@dataclass(frozen=True)
-class FailedRevision:
-    revision: str
-    reason: str
-    message: str
-    failed_at: str
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What one pod shows, and the node it is on ("" before it is scheduled)."""
-
-    node: str
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True)
-class HeldNode:
-    """A node that failed the rollout within the success threshold: it stays on (or goes
-    back to) the stable revision while the rest of the fleet moves on."""
-
-    target: str
-    node: str
-    reason: str  # the gate it failed: CrashLooping, ProbeFailed, ReadinessLost, ...
-    evidence: str
-    since: str
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """What status remembers between reconciles (and across operator restarts)."""
-
-    revision: str | None = None  # the revision last rolled out
-    started_at: str | None = None  # when that rollout began
-    ready_since: str | None = None  # since when every target has been fully Ready
-    stable_revision: str | None = None
-    stable_spec: Mapping[str, Any] | None = None
-    failed: tuple[FailedRevision, ...] = ()
-    wave: int = 0  # the wave under way, for perNode targets rolled out in waves
-    wave_started_at: str | None = None  # the progress deadline counts per wave
-    paused_at: str | None = None  # since when a target's nodes are all unavailable
-    held: tuple[HeldNode, ...] = ()  # nodes failing within the success threshold
-    completed_at: str | None = None  # when the revision was promoted
-
-    def failure(self, revision: str) -> FailedRevision | None:
-        return next((f for f in self.failed if f.revision == revision), None)
-
-
-@dataclass(frozen=True)
-class TargetHealth:
-    """One target's pods of the candidate revision."""
-
-    name: str
-    desired: int
-    ready: int  # Ready pods of the candidate revision
-    settled: bool  # the workload controller has seen the latest template
-    not_ready: tuple[Evidence, ...] = ()  # "pod p on node n" for candidate pods not Ready
-    crashing: tuple[Evidence, ...] = ()  # "pod p on node n: CrashLoopBackOff (5 restarts)"
-    lost: tuple[Evidence, ...] = ()  # pods that were Ready and are not any more
-    expected: int | None = None  # pods due on the revision in the current wave; None: all
-    probe_failed: tuple[Evidence, ...] = ()  # "pod p on node n: what the active probe saw"
-    blocked: str = ""  # why it cannot progress now: every node it runs on is unavailable
-    allowed_failures: int = 0  # nodes due now that may fail (the success threshold)
-    held: frozenset[str] = frozenset()  # its nodes held back: done, on the stable revision
-    # Rollout analysis of the candidate's pods (reconcile/analysis.py): checks whose value
-    # is outside its thresholds, and checks without an answer (they hold promotion).
-    analysis_failed: tuple[str, ...] = ()
-    analysis_pending: tuple[str, ...] = ()
-
-    @property
-    def healthy(self) -> bool:
-        due = self.desired if self.expected is None else self.expected
-        return self.settled and self.ready + len(self.held) >= due
-
-    def without(self, nodes: frozenset[str]) -> TargetHealth:
-        """This health once `nodes` are held back: their evidence no longer counts."""
-
-        def keep(items: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
-            return tuple(e for e in items if e.node not in nodes)
-
-        return replace(self, not_ready=keep(self.not_ready), crashing=keep(self.crashing),
-                       lost=keep(self.lost), probe_failed=keep(self.probe_failed),
-                       held=self.held | nodes)  # fmt: skip
-
-    @property
-    def final(self) -> bool:
-        """Every pod is due on the revision: no wave is left."""
-        return self.expected is None or self.expected >= self.desired
 
 
 @dataclass(frozen=True)
@@ -369,176 +274,3 @@ def next_check(plan: Plan, policy: Policy, now: datetime) -> float | None:
     # The deadline passes only once strictly past, and a timer may fire a little early.
     ahead = [d + RECHECK_MARGIN_S for d in due if d + RECHECK_MARGIN_S > 0]
     return min(ahead) if ahead else None
-
-
-# --- reading pods and status --------------------------------------------------------------
-
-
-def pod_ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def pod_revision(pod: Mapping[str, Any]) -> str | None:
-    """The revision a pod was created from (its template's annotation)."""
-    return ((pod.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
-
-
-def _node(pod: Mapping[str, Any]) -> str:
-    return str((pod.get("spec") or {}).get("nodeName") or "")
-
-
-def _where(pod: Mapping[str, Any], why: str = "") -> Evidence:
-    node = _node(pod)
-    text = f"pod {pod['metadata']['name']} on {node or 'no node yet'}"
-    return Evidence(node, f"{text}: {why}" if why else text)
-
-
-def crash(pod: Mapping[str, Any], failure_threshold: int) -> str | None:
-    """Why a pod's (init) container keeps failing, with its last words; None if it is not."""
-    status = pod.get("status") or {}
-    for key in ("initContainerStatuses", "containerStatuses"):
-        for cs in status.get(key) or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            restarts = int(cs.get("restartCount", 0))
-            if waiting.get("reason") not in CRASH_REASONS and restarts < failure_threshold:
-                continue
-            why = waiting.get("reason") or "restarting"
-            ended = (cs.get("lastState") or {}).get("terminated") or {}
-            said = str(ended.get("message") or waiting.get("message") or "").strip()
-            said = said.splitlines()[-1][:300] if said else ""
-            init = f"init container {cs.get('name')}: " if key == "initContainerStatuses" else ""
-            detail = f": {said}" if said else ""
-            return f"{init}{why} ({restarts} restarts){detail}"
-    return None
-
-
-def target_health(
-    name: str,
-    revision: str,
-    desired: int,
-    settled: bool,
-    pods: Sequence[Mapping[str, Any]],
-    ready_since: str | None,
-    failure_threshold: int,
-    nodes: frozenset[str] | None = None,
-) -> TargetHealth:
-    """Health of one target's pods of `revision`. `ready_since`: since when the target has
-    been Ready on this revision (None: it has not been); a pod that was there then and
-    has turned not Ready since has lost its readiness. `nodes`: for a per-node target, the
-    available nodes it runs on; pods on others (offline, cordoned) are not counted."""
-    mine = [
-        p
-        for p in pods
-        if pod_revision(p) == revision
-        and not p["metadata"].get("deletionTimestamp")
-        and (nodes is None or _node(p) in nodes)
-    ]
-    not_ready = [p for p in mine if not pod_ready(p)]
-    return TargetHealth(
-        name=name,
-        desired=desired,
-        ready=len(mine) - len(not_ready),
-        settled=settled,
-        not_ready=tuple(_where(p) for p in not_ready),
-        crashing=tuple(_where(p, why) for p in mine if (why := crash(p, failure_threshold))),
-        probe_failed=tuple(_where(p, why) for p in mine if (why := probe_failure(p))),
-        lost=tuple(_where(p) for p in not_ready if _lost(p, ready_since)),
-    )
-
-
-def _lost(pod: Mapping[str, Any], ready_since: str | None) -> bool:
-    """The pod went from Ready to not Ready. A pod waiting for a node, or one still
-    starting (its Ready condition unchanged since before), is new.
-
-    Two ways to know: the target was Ready and the pod's Ready condition changed since; or
-    the pod's own history, for a large fleet that never is all Ready at once (its first
-    pods lose readiness before its last are up): the condition turned False after the
-    container started, so it was True in between, and the kubelet says why. The node
-    lifecycle controller, marking the pods of a node it lost touch with, says nothing."""
-    if not (pod.get("spec") or {}).get("nodeName"):
-        return False
-    status = pod.get("status") or {}
-    ready: Mapping[str, Any] = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
-    )
-    if not ready:
-        return False  # its node has not reported on it yet: it never was Ready
-    changed = str(ready.get("lastTransitionTime") or "")
-    created = str((pod.get("metadata") or {}).get("creationTimestamp") or "")
-    # There when the target was Ready (a pod made since, such as the rest of a fleet's
-    # first rollout after its first wave, is new). No transition time (a hand-made pod):
-    # take it as a change. ISO stamps sort by time.
-    there = ready_since is not None and created <= ready_since
-    if there and (not changed or changed > str(ready_since)):
-        return True
-    started = [
-        str(((cs.get("state") or {}).get("running") or {}).get("startedAt") or "")
-        for cs in status.get("containerStatuses") or []
-    ]
-    if not started or not all(started):  # a container not running: the crash gate's business
-        return False
-    return bool(changed and ready.get("reason") and changed > max(started))
-
-
-def state_from_status(status: Mapping[str, Any]) -> RolloutState:
-    rollout = status.get("rollout") or {}
-    stable = status.get("stable") or {}
-    return RolloutState(
-        revision=rollout.get("revision"),
-        started_at=rollout.get("startedAt"),
-        ready_since=rollout.get("readySince"),
-        wave=max(0, int(rollout.get("wave", 1)) - 1),
-        wave_started_at=rollout.get("waveStartedAt"),
-        paused_at=rollout.get("pausedAt"),
-        completed_at=rollout.get("completedAt"),
-        held=tuple(
-            HeldNode(h.get("target", ""), h.get("node", ""), h.get("reason", ""),
-                     h.get("evidence", ""), h.get("since", ""))
-            for h in rollout.get("heldNodes") or []
-        ),
-        stable_revision=stable.get("revision"),
-        stable_spec=stable.get("spec"),
-        failed=tuple(
-            FailedRevision(
-                f.get("revision", ""), f.get("reason", ""), f.get("message", ""),
-                f.get("failedAt", ""),
-            )
-            for f in status.get("failedRevisions") or []
-        ),
-    )  # fmt: skip
-
-
-def state_to_status(state: RolloutState) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "rollout": {
-            k: v
-            for k, v in {
-                "revision": state.revision,
-                "startedAt": state.started_at,
-                "readySince": state.ready_since,
-                "wave": state.wave + 1 if state.wave_started_at else None,
-                "waveStartedAt": state.wave_started_at,
-                "pausedAt": state.paused_at,
-                "completedAt": state.completed_at,
-                "heldNodes": [
-                    {"target": h.target, "node": h.node, "reason": h.reason,
-                     "evidence": h.evidence, "since": h.since}
-                    for h in state.held
-                ],
-            }.items()
-            if v
-        },
-        "failedRevisions": [
-            {"revision": f.revision, "reason": f.reason, "message": f.message,
-             "failedAt": f.failed_at}
-            for f in state.failed
-        ],
-    }  # fmt: skip
-    if state.stable_revision:
-        out["stableRevision"] = state.stable_revision
-        out["stable"] = {
-            "revision": state.stable_revision,
-            "spec": copy.deepcopy(dict(state.stable_spec or {})),
-        }
-    return out

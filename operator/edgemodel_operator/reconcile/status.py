@@ -9,15 +9,10 @@ from typing import Any
 
 from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.names import HELD_LABEL
+from edgemodel_operator.reconcile.health import pod_ready, pod_revision
 from edgemodel_operator.reconcile.placement import Placement, no_image_text, unavailable_text
-from edgemodel_operator.reconcile.rollout import (
-    Action,
-    Plan,
-    RolloutState,
-    pod_ready,
-    pod_revision,
-    state_to_status,
-)
+from edgemodel_operator.reconcile.rollout import Action, Plan
+from edgemodel_operator.reconcile.rollout_state import RolloutState, state_to_status
 from edgemodel_operator.reconcile.workloads import running_image, workload_name
 
 MAX_NODES_LISTED = 20

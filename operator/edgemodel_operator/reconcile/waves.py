@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgemodel_operator.api.spec import Wave
-from edgemodel_operator.reconcile.rollout import pod_ready, pod_revision
+from edgemodel_operator.reconcile.health import pod_ready, pod_revision
 
 
 def node_order(
