@@ -45,17 +45,19 @@ from edgemodel_operator.reconcile.placement import (
 from edgemodel_operator.reconcile.revision import revision
 from edgemodel_operator.reconcile.rollout import Action, Plan, Policy, decide, next_check
 from edgemodel_operator.reconcile.rollout_state import RolloutState, state_from_status
+from edgemodel_operator.reconcile.rollout_status import (
+    annotate_rollout,
+    catch_up_events,
+    rollout_progress,
+)
 from edgemodel_operator.reconcile.signatures import model_unverifiable, signature_events
 from edgemodel_operator.reconcile.status import (
     EventSpec,
     TargetObservation,
-    annotate_rollout,
     build_status,
-    catch_up_events,
     counts,
     events_for,
     invalid_status,
-    rollout_progress,
 )
 from edgemodel_operator.reconcile.waves import (
     node_order,
