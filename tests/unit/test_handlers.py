@@ -130,11 +130,56 @@ def test_a_worker_waits_for_a_wakeup_or_its_timer() -> None:
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        await Wakeups.wait(wake, _Never(), 0.05)  # type: ignore[arg-type]
+        assert not await Wakeups.wait(wake, _Never(), 0.05)  # type: ignore[arg-type]
         assert loop.time() - t0 >= 0.05
         loop.call_later(0.01, wake.set)
         t0 = loop.time()
-        await Wakeups.wait(wake, _Never(), 5.0)  # type: ignore[arg-type]
+        assert await Wakeups.wait(wake, _Never(), 5.0)  # type: ignore[arg-type]
         assert loop.time() - t0 < 1.0
+
+    asyncio.run(scenario())
+
+
+def _pod(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": status}
+
+
+def _waiting(reason: str, restarts: int) -> list[dict[str, Any]]:
+    return [{"name": "server", "restartCount": restarts, "state": {"waiting": {"reason": reason}}}]
+
+
+CRASHING = _pod(containerStatuses=_waiting("CrashLoopBackOff", 1))
+STARTING = _pod(conditions=[{"type": "Ready", "status": "False"}],
+                containerStatuses=_waiting("ContainerCreating", 0))  # fmt: skip
+LOST = _pod(
+    conditions=[{"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                 "lastTransitionTime": "2026-12-02T07:00:30Z"}],
+    containerStatuses=[{"name": "server", "restartCount": 0,
+                        "state": {"running": {"startedAt": "2026-12-02T07:00:00Z"}}}],
+)  # fmt: skip
+PROBE_FAILED = _pod(conditions=[{"type": "edgeai.dev/probe-passed", "status": "False"}])
+
+
+def test_a_pod_showing_failing_evidence_is_told_apart_from_one_starting() -> None:
+    assert w.failing(CRASHING) and w.failing(LOST) and w.failing(PROBE_FAILED)
+    assert not w.failing(STARTING)
+
+
+def test_failing_evidence_during_a_rollout_skips_the_pause_every_other_pass() -> None:
+    # pause, woken, failing pod, rolling, the last pass skipped its pause -> the pause now
+    assert w.pause_before_pass(0.5, True, False, True, False) == 0.5  # a burst: gathered
+    assert w.pause_before_pass(0.5, True, True, True, False) == 0.0  # acted on at once
+    assert w.pause_before_pass(0.5, True, True, True, True) == 0.5  # not twice running
+    assert w.pause_before_pass(0.5, True, True, False, False) == 0.5  # no rollout under way
+    assert w.pause_before_pass(0.5, False, False, False, False) == 0.0  # the clock: a deadline
+
+    async def scenario() -> None:
+        wakeups = Wakeups(DEFAULT_PROFILES)
+        wake = wakeups.join(("ns", "m"), ["cpu"])
+        wakeups.pod(("ns", "m"), STARTING)
+        assert wake.is_set() and not wakeups.woken_by_failing_pod(("ns", "m"))
+        wakeups.pod(("ns", "m"), CRASHING)
+        assert wakeups.woken_by_failing_pod(("ns", "m"))
+        assert not wakeups.woken_by_failing_pod(("ns", "m"))  # told once
 
     asyncio.run(scenario())

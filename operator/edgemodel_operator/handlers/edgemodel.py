@@ -81,8 +81,8 @@ async def worker(
             wake.clear()
             memo.wakeups.update(key, accelerators_of(dict(body)))
             wait, pause = await passes.run(body)
-            await memo.wakeups.wait(wake, stopped, wait)
-            await asyncio.sleep(pause)
+            woken = await memo.wakeups.wait(wake, stopped, wait)
+            await asyncio.sleep(passes.pause(pause, woken, memo.wakeups.woken_by_failing_pod(key)))
     finally:  # deleted (the garbage collector removes its children), or the operator stops
         images = memo.components.ports.images
         if body.metadata.deletion_timestamp and images is not None:
@@ -115,6 +115,10 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         if (key := _key(body)) is not None:
             memo.wakeups.wake(key)
 
+    def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if (key := _key(body)) is not None:
+            memo.wakeups.pod(key, body)
+
     def node_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         memo.wakeups.node(str(body.metadata.name), None if type == "DELETED" else dict(body))
 
@@ -140,8 +144,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     for group, version, plural, index_id, index in watched:
         kopf.index(group, version, plural, labels=MANAGED, registry=registry,
                    id=index_id)(index)  # fmt: skip
+        wake = pod_changed if plural == "pods" else child_changed
         kopf.on.event(group, version, plural, labels=MANAGED, registry=registry,
-                      id=f"wake_on_{plural}")(child_changed)  # fmt: skip
+                      id=f"wake_on_{plural}")(wake)  # fmt: skip
     resource = (GROUP, VERSION, PLURAL)
     labels = dict(config.selector) or None
     kopf.on.event(*resource, labels=labels, registry=registry)(model_changed)

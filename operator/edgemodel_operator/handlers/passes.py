@@ -120,6 +120,14 @@ class Passes:
         # The status our last write left, and the resourceVersion it replaced: until the
         # watch brings that write back, the live body is older than what we wrote.
         self.mine: tuple[str, dict[str, Any]] | None = None
+        self.rolling = False  # the last pass rolled a new revision forward
+        self.eager = False  # the last pass skipped its pause for a failing pod
+
+    def pause(self, pause: float, woken: bool, failing_pod: bool) -> float:
+        """How long to wait before the next pass, now that the wait for a wake-up ended."""
+        took = w.pause_before_pass(pause, woken, failing_pod, self.rolling, self.eager)
+        self.eager = woken and failing_pod and took == 0.0
+        return took
 
     def _current(self, body: kopf.Body) -> dict[str, Any]:
         current = dict(body)
@@ -158,6 +166,7 @@ class Passes:
             self.parts.metrics.count(ERRORS, ERRORS_HELP, reason=cause)
             return backoff, 0.0
         self.failures = 0
+        self.rolling = done.action == "RollForward"
         config = self.parts.config
         wait = min(config.resync_seconds, done.recheck_seconds or config.resync_seconds)
         if w.settled(done):

@@ -20,6 +20,7 @@ class Wakeups:
         self._accelerators: dict[w.Key, frozenset[str]] = {}
         self._essences: dict[w.Key, tuple[Any, ...]] = {}
         self._nodes: dict[str, tuple[tuple[Any, ...], frozenset[str]]] = {}
+        self._failing: set[w.Key] = set()  # woken by a pod showing failing evidence
 
     def __len__(self) -> int:
         return len(self._events)
@@ -34,10 +35,24 @@ class Wakeups:
     def leave(self, key: w.Key) -> None:
         for table in (self._events, self._accelerators, self._essences):
             table.pop(key, None)
+        self._failing.discard(key)
 
-    def wake(self, key: w.Key) -> None:
+    def wake(self, key: w.Key, failing: bool = False) -> None:
         if (event := self._events.get(key)) is not None:
             event.set()
+            if failing:
+                self._failing.add(key)
+
+    def pod(self, key: w.Key, body: Mapping[str, Any]) -> None:
+        """A pod's watch event: wake its model, saying whether the pod shows failing
+        evidence (a crash loop, a failed probe, readiness lost)."""
+        self.wake(key, w.failing(body))
+
+    def woken_by_failing_pod(self, key: w.Key) -> bool:
+        """Whether a failing pod woke the model since the last ask."""
+        found = key in self._failing
+        self._failing.discard(key)
+        return found
 
     def model(self, key: w.Key, essence: tuple[Any, ...]) -> None:
         """The model's own watch event: wake it when more than its status changed."""
@@ -62,11 +77,12 @@ class Wakeups:
                 self.wake(key)
 
     @staticmethod
-    async def wait(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
-        """Until woken, stopped or `timeout` seconds have passed."""
+    async def wait(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
+        """Until woken, stopped or `timeout` seconds have passed; whether it was woken."""
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        return wake.is_set()

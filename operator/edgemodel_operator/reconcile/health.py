@@ -136,11 +136,11 @@ def target_health(
         not_ready=tuple(_where(p) for p in not_ready),
         crashing=tuple(_where(p, why) for p in mine if (why := crash(p, failure_threshold))),
         probe_failed=tuple(_where(p, why) for p in mine if (why := probe_failure(p))),
-        lost=tuple(_where(p) for p in not_ready if _lost(p, ready_since)),
+        lost=tuple(_where(p) for p in not_ready if lost(p, ready_since)),
     )
 
 
-def _lost(pod: Mapping[str, Any], ready_since: str | None) -> bool:
+def lost(pod: Mapping[str, Any], ready_since: str | None) -> bool:
     """The pod went from Ready to not Ready. A pod waiting for a node, or one still
     starting (its Ready condition unchanged since before), is new.
 

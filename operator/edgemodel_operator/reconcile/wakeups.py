@@ -4,7 +4,11 @@ A pod, workload, Service or EndpointSlice names its model in a label. A node con
 models that may run on its accelerator, and only when something placement reads changed
 (readiness, cordon, labels, taints, allocatable): the heartbeats every node sends do not
 wake anything. A model's own watch event matters when its spec, labels or annotations
-changed or it is being deleted: the status the operator writes itself does not."""
+changed or it is being deleted: the status the operator writes itself does not.
+
+A woken model pauses briefly before its pass to gather a burst of changes into one; not
+when a pod shows a gate's failing evidence while a rollout is under way, nor when the
+wait ended by the clock (a deadline falling due)."""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from typing import Any
 
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.names import MODEL_LABEL
+from edgemodel_operator.reconcile.health import crash, lost
 from edgemodel_operator.reconcile.observed import node_info
 from edgemodel_operator.reconcile.plan import Pass
+from edgemodel_operator.reconcile.probes import probe_failure
 
 Key = tuple[str, str]  # (namespace, EdgeModel name)
 
@@ -68,6 +74,27 @@ def pause(debounce: float, last_cpu: float) -> float:
 
 IDLE_PASSES_PER_SECOND = 20.0  # the settled models' timer passes, all together
 IDLE_WAIT_CAP_SECONDS = 60.0
+
+
+def failing(pod: Mapping[str, Any]) -> bool:
+    """The pod shows a gate's failing evidence: a container in a crash loop (or an image
+    that cannot be pulled), a failed active probe, or readiness lost while it runs."""
+    waiting_only = 1 << 30  # restarts alone do not count here: the gate counts them
+    return bool(crash(pod, waiting_only) or probe_failure(pod) or lost(pod, None))
+
+
+def pause_before_pass(
+    pause: float, woken: bool, failing_pod: bool, rolling: bool, eager_last: bool
+) -> float:
+    """How long a model waits after its wait ends: the pause that gathers a burst, or none
+    when the clock ended the wait (a deadline: no burst to gather), or a pod's failing
+    evidence woke a model whose rollout is under way (acted on at once, but at most every
+    other pass, so that a fleet's crash loop cannot keep passes running back to back)."""
+    if not woken:
+        return 0.0
+    if failing_pod and rolling and not eager_last:
+        return 0.0
+    return pause
 
 
 def settled(done: Pass) -> bool:
