@@ -40,19 +40,23 @@ OFFLINE_LABEL = "kwok.edgeai.dev/offline"
 GOAL_S = 2.0  # rollback within 2 s of the first failing evidence
 
 
-def _evidence(gate: str, pod: Any) -> bool:
-    """The pod shows the gate's failing evidence."""
+def _evidence(gate: str, pod: dict[str, Any]) -> bool:
+    """The pod (as JSON) shows the gate's failing evidence."""
+    status = pod.get("status") or {}
     if gate == "crash loop":
-        return any(cs.state and cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
-                   for cs in pod.status.container_statuses or [])  # fmt: skip
-    ready = next((x for x in pod.status.conditions or [] if x.type == "Ready"), None)
-    return bool(
-        ready and ready.status == "False" and "readiness probe failed" in (ready.message or "")
+        waiting = [(cs.get("state") or {}).get("waiting") or {}
+                   for cs in status.get("containerStatuses") or []]  # fmt: skip
+        return any(w.get("reason") == "CrashLoopBackOff" for w in waiting)
+    ready = next((x for x in status.get("conditions") or [] if x.get("type") == "Ready"), {})
+    return ready.get("status") == "False" and "readiness probe failed" in (
+        ready.get("message") or ""
     )
 
 
 class FirstEvidence:
-    """A watch on the namespace's pods noting when (monotonic) the first one shows it."""
+    """A watch on the namespace's pods noting when (monotonic) the first one shows it. The
+    events stay JSON: turning 1,500 pods' events into client models kept the watch
+    seconds behind the operator it times."""
 
     def __init__(self, c: BenchCluster, ns: str, gate: str) -> None:
         self.at: float | None = None
@@ -62,8 +66,9 @@ class FirstEvidence:
     def _run(self, c: BenchCluster, ns: str, gate: str) -> None:
         while not self._stop.is_set() and self.at is None:
             try:
-                for event in watch.Watch().stream(c.core.list_namespaced_pod, ns,
-                                                  timeout_seconds=30):  # fmt: skip
+                events = watch.Watch().stream(c.core.list_namespaced_pod, ns,
+                                              timeout_seconds=30, deserialize=False)  # fmt: skip
+                for event in events:
                     if self._stop.is_set():
                         return
                     if _evidence(gate, event["object"]):
@@ -93,6 +98,9 @@ def _gate_run(c: BenchCluster, ns: str, gate: str, timeout: float) -> float:
         wait_for(lambda: condition(c.get_em(ns, "digits"), "RolledBack") == "True",
                  timeout=deadline + timeout, every=0.05, what=f"{gate}: the rollback")  # fmt: skip
         rolled = time.monotonic()
+        caught_up = time.monotonic() + 5.0  # the watch's last events may be on their way
+        while watcher is not None and watcher.at is None and time.monotonic() < caught_up:
+            time.sleep(0.05)
     finally:
         if watcher is not None:
             watcher.stop()
