@@ -98,17 +98,3 @@ def test_unavailable_nodes_are_left_out_and_named() -> None:
                  DEFAULT_PROFILES)  # fmt: skip
     assert not only.has_nodes
     assert "every node it runs on is unavailable: cpu-2 (NodeStatusUnknown" in only.message
-
-
-def test_a_node_ready_again_waits_for_the_node_controller_to_lift_its_taint() -> None:
-    # Until the node controller has seen it Ready (it looks every few seconds) it marks
-    # every pod updated there NotReady, so a pod moved there now would stay NotReady.
-    back = node("cpu-2", "cpu")
-    back["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
-    placed = place(target(), [node_info(n) for n in [*FLEET, back]], DEFAULT_PROFILES)
-    assert placed.nodes == ("cpu-0", "cpu-1")
-    assert placed.unavailable == (("cpu-2", "node.kubernetes.io/unreachable taint: the node "
-                                   "controller has not seen it Ready yet"),)  # fmt: skip
-    lifted = node("cpu-2", "cpu")
-    placed = place(target(), [node_info(n) for n in [*FLEET, lifted]], DEFAULT_PROFILES)
-    assert placed.nodes == ("cpu-0", "cpu-1", "cpu-2") and placed.unavailable == ()

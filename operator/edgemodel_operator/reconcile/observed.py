@@ -27,21 +27,12 @@ def lean(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-# Taints the node controller sets on a node it has not seen Ready (lifted once it has).
-CONTROLLER_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
-
-
 def _unavailable(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
     if ready is not None and ready.get("status") != "True":
         reason = ready.get("reason") or "NotReady"
         message = str(ready.get("message") or "").strip().rstrip(".")
         return f"{reason}: {message}" if message else str(reason)
-    # Ready again, but the node controller has not looked yet (it does every few
-    # seconds): until it lifts its taint it marks every pod updated there NotReady.
-    for taint in spec.get("taints") or ():
-        if taint.get("key") in CONTROLLER_TAINTS:
-            return f"{taint['key']} taint: the node controller has not seen it Ready yet"
     if spec.get("unschedulable", False):
         return "cordoned"
     return ""
