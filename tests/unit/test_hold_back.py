@@ -197,3 +197,28 @@ def test_several_held_nodes_are_named_one_per_field_requirement() -> None:
          "matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}
         for name in ("edge-1", "edge-2")
     ]  # fmt: skip
+
+
+def test_a_node_back_online_catches_up_once_the_node_controller_lifts_its_taint() -> None:
+    fleet = _fleet(4)
+    writer = RecordingWriter()
+    body = _body(waves=[{"percent": 50}, {"percent": 100}])
+    t = T0
+    body["status"] = reconcile(body, Observed(fleet, [], []), Ports(writer), CONFIG, t).status
+    rev = body["status"]["revision"]
+    pods = [pod("edge", f"edge-{i}", rev) for i in range(4)]
+    live = [_ds(writer, 4), *[o for o in writer.live.values() if o["kind"] == "Service"]]
+    for _ in range(4):  # through both waves, then promoted after the stabilization window
+        t += timedelta(seconds=16)
+        body["status"] = reconcile(body, Observed(fleet, live, pods), Ports(writer), CONFIG,
+                                   t).status  # fmt: skip
+    assert body["status"]["stableRevision"] == rev
+    # edge-3 is back; the controller marked its old pod NotReady while it was away
+    pods[3] = pod("edge", "edge-3", "older", ready=False)
+    tainted = copy.deepcopy(fleet)
+    tainted[3]["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable",
+                                     "effect": "NoExecute"}]  # fmt: skip
+    reconcile(body, Observed(tainted, live, pods), Ports(writer), CONFIG, t)
+    assert writer.deleted == []  # a pod bound there now would be marked NotReady at once
+    reconcile(body, Observed(fleet, live, pods), Ports(writer), CONFIG, t)
+    assert writer.deleted == [("Pod", "line-3", "edge-edge-3")]

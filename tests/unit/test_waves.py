@@ -9,6 +9,7 @@ from test_service import pod
 
 from edgemodel_operator.api.spec import Wave
 from edgemodel_operator.reconcile.health import Evidence, TargetHealth
+from edgemodel_operator.reconcile.observed import node_info
 from edgemodel_operator.reconcile.rollout import Action, Policy, decide
 from edgemodel_operator.reconcile.rollout_state import RolloutState
 from edgemodel_operator.reconcile.waves import (
@@ -44,6 +45,18 @@ def test_pods_move_within_the_wave_and_the_budget() -> None:
     assert pods_to_replace(order, 3, pods, "new", budget=2) == ["t-n2"]
     broken = [pod("t", n, "bad", ready=False) for n in order]  # not serving: all go at once
     assert pods_to_replace(order, 4, broken, "good", budget=1) == [f"t-{n}" for n in order]
+
+
+def test_a_node_just_back_keeps_its_pod_until_the_node_controller_lifts_its_taint() -> None:
+    """A pod bound to a node the controller still taints as unreachable is marked NotReady
+    by it (a simulated board never posts Ready again): the replacement waits."""
+    back = node_info({"metadata": {"name": "n2", "resourceVersion": "7"}, "spec": {"taints": [
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}})  # fmt: skip
+    assert back.settling and not back.unavailable
+    order = ["n1", "n2", "n3"]
+    pods = [pod("t", n, "old", ready=False) for n in order]
+    assert pods_to_replace(order, 3, pods, "new", budget=3, settling={"n2"}) == ["t-n1", "t-n3"]
+    assert not node_info({"metadata": {"name": "n2", "resourceVersion": "8"}}).settling
 
 
 def test_decide_advances_waves_then_promotes() -> None:

@@ -9,6 +9,9 @@ from typing import Any
 
 from edgemodel_operator.api.names import TARGET_LABEL
 
+# Taints the node controller keeps on a node it thinks is down.
+CONTROLLER_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -18,6 +21,12 @@ class NodeInfo:
     allocatable: Mapping[str, str] = field(default_factory=dict)
     schedulable: bool = True
     unavailable: str = ""  # why nothing can run there now (cordoned, NotReady); "" if it can
+
+    @property
+    def settling(self) -> bool:
+        """Back up, but the node controller has not seen it yet: until its next monitor
+        pass (5 s by default) lifts these taints, it marks any pod bound there NotReady."""
+        return any(t.get("key") in CONTROLLER_TAINTS for t in self.taints)
 
 
 def lean(obj: Mapping[str, Any]) -> dict[str, Any]:

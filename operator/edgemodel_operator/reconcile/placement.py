@@ -9,14 +9,11 @@ from typing import Any
 
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.spec import ALLOWED_PRECISION, DEFAULT_PRECISION, Target
-from edgemodel_operator.reconcile.observed import NodeInfo
+from edgemodel_operator.reconcile.observed import CONTROLLER_TAINTS, NodeInfo
 
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
 # Taints the node controller sets on nodes that are down or cordoned: availability, not fit.
-STATE_TAINTS = frozenset(
-    {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable",
-     "node.kubernetes.io/unschedulable"}
-)  # fmt: skip
+STATE_TAINTS = CONTROLLER_TAINTS | {"node.kubernetes.io/unschedulable"}
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,8 @@ def _move_pods(
         budget = unavailable_budget(spec.rollout.max_unavailable, total)
     else:  # promote, steady, roll back, hold stable: converge every node at once
         upto, budget = total, total
-    return pods_to_replace(order, upto - len(held), pods, revision, budget)
+    settling = {n.name for n in nodes if n.settling}
+    return pods_to_replace(order, upto - len(held), pods, revision, budget, settling)
 
 
 def _holdback(

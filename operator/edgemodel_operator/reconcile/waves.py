@@ -7,7 +7,7 @@ then 25%, then all of them. Canary nodes (rollout.canarySelector) go first."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from edgemodel_operator.api.spec import Wave
@@ -48,9 +48,11 @@ def pods_to_replace(
     pods: Sequence[Mapping[str, Any]],
     revision: str,
     budget: int,
+    settling: Collection[str] = (),
 ) -> list[str]:
     """Names of pods on the first `upto` nodes that are not on `revision`, to delete now.
-    Nodes already moving (their pod not Ready, or no pod yet) use up the budget first."""
+    Nodes already moving (their pod not Ready, or no pod yet) use up the budget first;
+    pods on `settling` nodes (just back up) wait until the node controller has seen them."""
     by_node: dict[str, Mapping[str, Any]] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
@@ -60,7 +62,7 @@ def pods_to_replace(
     chosen: list[str] = []
     for node in order[:upto]:
         found = by_node.get(node)
-        if found is None:
+        if found is None or node in settling:
             continue
         pod = found
         if pod_revision(pod) == revision:
