@@ -273,7 +273,20 @@ class Site:
             em = self.get(name)
             return em if check(em) else None
 
-        return wait_until(probe, timeout=timeout, what=f"{name}: {what}", every=0.5)
+        try:
+            return wait_until(probe, timeout=timeout, what=f"{name}: {what}", every=0.5)
+        except AssertionError as err:  # say where it stood: a scenario is slow to rerun
+            raise AssertionError(f"{err}\n{self.brief(name)}\n{self.timeline(name)}") from None
+
+    def brief(self, name: str) -> str:
+        """The EdgeModel's phase, rollout and conditions (its node lists left out)."""
+        status = self.status(name)
+        rollout = {k: v for k, v in (status.get("rollout") or {}).items() if k != "heldNodes"}
+        lines = [f"phase {status.get('phase')}, revision {status.get('revision')}, "
+                 f"stable {status.get('stableRevision')}, rollout {rollout}"]  # fmt: skip
+        lines += [f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+                  for c in status.get("conditions") or []]  # fmt: skip
+        return "\n".join(lines)
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
         """(type, reason, message) of the Events about the EdgeModel, oldest first."""

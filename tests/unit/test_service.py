@@ -345,3 +345,13 @@ def test_evidence_of_another_gate_on_other_nodes_is_read_in_turn() -> None:
     assert rolled.action == "RollBack"
     assert rolled.status["failedRevisions"][-1]["reason"] == "ProbeFailed"
     assert reader.reads == [frozenset({"cpu-0"}), frozenset({"cpu-1"})]
+
+
+def test_a_rollout_says_how_many_pods_are_updated_not_only_ready() -> None:
+    writer = RecordingWriter()
+    target = {"name": "cpu", "accelerator": "cpu", "replicas": 2}
+    body, v2, applied = promoted_then_updated(writer, target, ["cpu-0", "cpu-1"])
+    halfway = counting(writer.children(0), 2, 1, 2)  # one on v2, both serving
+    pods = [pod("cpu", "cpu-0", v2), pod("cpu", "cpu-1", "v1")]
+    done = reconcile(body, Observed(FLEET, halfway, pods), Ports(writer), CONFIG, applied)
+    assert cond(done.status, "Ready")["message"] == "Waiting for cpu 1/2 updated, 2/2 ready"

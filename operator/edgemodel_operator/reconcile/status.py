@@ -166,7 +166,9 @@ def build_status(
         )
         if not _target_ready(n, p):
             pending = "" if n.current else " (update not yet picked up)"
-            not_ready.append(f"{p.target.name} {n.ready}/{n.desired} ready{pending}")
+            moved = n.updated + n.failed
+            updating = f"{moved}/{n.desired} updated, " if moved < n.desired else ""
+            not_ready.append(f"{p.target.name} {updating}{n.ready}/{n.desired} ready{pending}")
             if p.has_nodes:
                 rolling.append(not_ready[-1])
         stuck, why = unschedulable(seen.pods)
