@@ -286,6 +286,10 @@ class Site:
                  f"stable {status.get('stableRevision')}, rollout {rollout}"]  # fmt: skip
         lines += [f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
                   for c in status.get("conditions") or []]  # fmt: skip
+        for w in self.workloads(name).values():
+            counts = {k: v for k, v in w.status.to_dict().items() if v is not None}
+            lines.append(f"{type(w).__name__.removeprefix('V1')} {w.metadata.name}: "
+                         f"generation {w.metadata.generation}, status {counts}")  # fmt: skip
         return "\n".join(lines)
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
