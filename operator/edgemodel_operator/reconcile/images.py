@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
+from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.spec import ModelSignature, Validation
 from edgemodel_operator.reconcile.placement import Placement
 from edgemodel_operator.reconcile.revision import digest
@@ -88,3 +90,31 @@ def validation_condition(
         return (False, "NotMeasured", f"no gate figures for {', '.join(unknown)} (images found "
                 "already built by an earlier operator); " + "; ".join(checked))  # fmt: skip
     return (True, "GatePassed", "; ".join(checked) or "only fp32 variants: nothing to check")
+
+
+def add_image_status(
+    status: dict[str, Any], images: Mapping[str, ImageState], validation: Validation | None,
+    generation: int, now: datetime,
+) -> None:  # fmt: skip
+    """What Ready images add to the status: status.images (reference, size, platforms with
+    their smoke tests, the variant's figures and signature), the ImagesReady condition and,
+    when the spec asks for an accuracy gate, the Validated condition."""
+    pinned = {k: s.reference for k, s in images.items()}
+    built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
+    status["conditions"] = c.set_condition(status["conditions"], c.IMAGES_READY, True,
+                                           c.IMAGES_BUILT, f"Images ready: {built}",
+                                           generation, now)  # fmt: skip
+    status["images"] = [
+        {"variant": k, "image": ref, "sizeBytes": images[k].size_bytes,
+         "platforms": [{"architecture": arch, "smokeTest": smoke}
+                       for arch, smoke in images[k].platforms],
+         **({"model": images[k].model} if images[k].model else {}),
+         **({"signature": images[k].signature} if images[k].signature else {})}
+        for k, ref in sorted(pinned.items())
+    ]  # fmt: skip
+    validated = validation_condition(validation is not None,
+                                     validation.samples_uri if validation else None,
+                                     {k: s.model for k, s in images.items()})  # fmt: skip
+    if validated is not None:
+        status["conditions"] = c.set_condition(status["conditions"], c.VALIDATED, *validated,
+                                               generation, now)  # fmt: skip

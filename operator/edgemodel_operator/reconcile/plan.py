@@ -25,7 +25,7 @@ from edgemodel_operator.reconcile.health import TargetHealth, pod_revision, targ
 from edgemodel_operator.reconcile.images import (
     ImageJob,
     ImageState,
-    validation_condition,
+    add_image_status,
     variants,
 )
 from edgemodel_operator.reconcile.network import (
@@ -348,6 +348,30 @@ def _owner(body: Mapping[str, Any]) -> Owner:
     )
 
 
+def _writes(result: Pass, desired: Sequence[dict[str, Any]], observed: Observed,
+            revision: str) -> None:  # fmt: skip
+    """Into `result`: the desired children that differ from the live ones, the live ones no
+    target needs any more, and one Event per kind of write naming every object (a
+    1,000-model site creates 6,000 children: an Event each would double the requests)."""
+    wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
+    written: dict[str, list[str]] = {"Created": [], "Updated": [], "Deleted": []}
+    for obj in desired:
+        live = observed.child(obj["kind"], obj["metadata"]["name"])
+        if needs_apply(obj, live):
+            result.apply.append(obj)
+            written["Created" if live is None else "Updated"].append(
+                f"{obj['kind']} {obj['metadata']['name']}")  # fmt: skip
+    for stale in observed.children:
+        kind, child = stale["kind"], stale["metadata"]["name"]
+        if (kind, child) not in wanted:
+            result.delete.append((kind, child))
+            written["Deleted"].append(f"{kind} {child}")
+    for verb, objects in written.items():
+        if objects:
+            why = ": no target needs them" if verb == "Deleted" else f" for revision {revision}"
+            result.events.append(EventSpec("Normal", verb, f"{verb} {', '.join(objects)}{why}"))
+
+
 def plan(
     body: Mapping[str, Any],
     observed: Observed,
@@ -377,7 +401,6 @@ def plan(
     nodes = [node_info(n) for n in observed.nodes]
     rev = revision(spec)
     pinned: dict[str, str] = {}
-    sizes: dict[str, int] = {}
     archs: dict[str, list[str]] = {}
     if images is None and spec.model.signature is not None:
         status = model_unverifiable(previous, generation, now)
@@ -387,7 +410,6 @@ def plan(
             status = _images_pending(previous, images, generation, now)
             return Pass(status, events_for(previous, status))
         pinned = {k: s.reference for k, s in images.items()}
-        sizes = {k: s.size_bytes for k, s in images.items()}
         archs = {k: [arch for arch, _ in s.platforms] for k, s in images.items()}
     servers = servers or {}
     server_archs = _server_archs(servers)
@@ -459,25 +481,7 @@ def plan(
     if settings.network_policy:
         desired.append(build_network_policy(owner, run_spec, settings.probe_source))
 
-    wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
-    written: dict[str, list[str]] = {"Created": [], "Updated": [], "Deleted": []}
-    for obj in desired:
-        live = observed.child(obj["kind"], obj["metadata"]["name"])
-        if needs_apply(obj, live):
-            result.apply.append(obj)
-            written["Created" if live is None else "Updated"].append(
-                f"{obj['kind']} {obj['metadata']['name']}")  # fmt: skip
-    for stale in observed.children:
-        kind, child = stale["kind"], stale["metadata"]["name"]
-        if (kind, child) not in wanted:
-            result.delete.append((kind, child))
-            written["Deleted"].append(f"{kind} {child}")
-    # One Event per kind of write in a pass, naming every object (a 1,000-model site
-    # creates 6,000 children: as many Events would double the API requests).
-    for verb, objects in written.items():
-        if objects:
-            why = ": no target needs them" if verb == "Deleted" else f" for revision {run_rev}"
-            result.events.append(EventSpec("Normal", verb, f"{verb} {', '.join(objects)}{why}"))
+    _writes(result, desired, observed, run_rev)
 
     status = build_status(
         model=name, generation=generation, revision=rev, placements=placements,
@@ -496,27 +500,8 @@ def plan(
     if telemetry is not None or previous.get("telemetry"):
         status["telemetry"] = dict(telemetry or previous["telemetry"])
     if images is not None:
-        built = ", ".join(f"{k} {ref}" for k, ref in sorted(pinned.items())) or "none needed"
-        status["conditions"] = c.set_condition(
-            status["conditions"], c.IMAGES_READY, True, c.IMAGES_BUILT,
-            f"Images ready: {built}", generation, now,
-        )  # fmt: skip
-        status["images"] = [
-            {"variant": k, "image": ref, "sizeBytes": sizes[k],
-             "platforms": [{"architecture": arch, "smokeTest": smoke}
-                           for arch, smoke in images[k].platforms],
-             **({"model": images[k].model} if images[k].model else {}),
-             **({"signature": images[k].signature} if images[k].signature else {})}
-            for k, ref in sorted(pinned.items())
-        ]  # fmt: skip
+        add_image_status(status, images, spec.model.validation, generation, now)
         result.events += signature_events(previous.get("images") or [], status["images"])
-        validation = spec.model.validation
-        validated = validation_condition(validation is not None,
-                                         validation.samples_uri if validation else None,
-                                         {k: s.model for k, s in images.items()})  # fmt: skip
-        if validated is not None:
-            status["conditions"] = c.set_condition(status["conditions"], c.VALIDATED, *validated,
-                                                   generation, now)  # fmt: skip
         if "stable" in status:  # the stable revision's images, to roll back to without builds
             promoted = decision.action in (Action.PROMOTE, Action.STEADY)
             status["stable"]["images"] = pinned if promoted else stable_images
