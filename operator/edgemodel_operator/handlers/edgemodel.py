@@ -6,6 +6,11 @@ The watch events of the model's pods, workloads, Services and EndpointSlices, of
 nodes it may run on, and of its own spec wake its worker (reconcile/wakeups.py says which
 models a change concerns); a short pause gathers a burst of changes into one pass.
 
+The index and wake-up handlers are coroutines, though they never wait: kopf runs a plain
+function in its thread pool, which the passes share, so during a burst every watch event
+would wait for a pass thread while kopf queues the next ones (whole decoded objects), and
+the wake-ups' asyncio.Events would be set from outside the event loop.
+
 register() attaches the handlers to a registry once the configuration is known."""
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def _key(body: kopf.Body) -> w.Key | None:
     return w.owner_key(str(body.metadata.namespace), body.metadata.labels)
 
 
-def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
+async def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
     node = lean(body)
     status = dict(node.get("status") or {})
     status.pop("images", None)  # a real node lists every image it holds
@@ -39,7 +44,7 @@ def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
 
 
 def children_index(kind: str) -> Any:
-    def index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
+    async def index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
         key = _key(body)
         return {key: {**lean(body), "kind": kind}} if key else {}
 
@@ -50,7 +55,7 @@ def children_index(kind: str) -> Any:
 POD_SPEC = ("nodeName", "readinessGates")  # what the reconcile reads of a pod's spec
 
 
-def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
+async def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     """A pod as the reconcile reads it: its spec cut to the node, the readiness gates and
     the containers' ports (a thousand models' pods are most of what the indices hold)."""
     key = _key(body)
@@ -62,7 +67,7 @@ def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     return {key: {**lean(body), "spec": spec}}
 
 
-def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
+async def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     key = _key(body)
     if key is None:
         return {}
@@ -111,18 +116,18 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo.components.close()
 
-    def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if (key := _key(body)) is not None:
             memo.wakeups.wake(key)
 
-    def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if (key := _key(body)) is not None:
             memo.wakeups.pod(key, body)
 
-    def node_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    async def node_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         memo.wakeups.node(str(body.metadata.name), None if type == "DELETED" else dict(body))
 
-    def model_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def model_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         key = (str(body.metadata.namespace), str(body.metadata.name))
         memo.wakeups.model(key, w.model_essence(dict(body)))
 
