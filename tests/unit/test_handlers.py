@@ -32,6 +32,16 @@ def test_one_worker_per_edgemodel_and_watches_that_wake_it() -> None:
     assert len(with_policies._indexing.get_all_handlers()) == 7  # and NetworkPolicies
 
 
+def test_watch_handlers_run_on_the_event_loop_not_in_the_pass_threads() -> None:
+    """kopf runs a plain function in its thread pool, which the passes share: every watch
+    event would wait for a pass thread while kopf queues the next ones."""
+    registry = kopf.OperatorRegistry()
+    register(registry, load_config({"EDGEMODEL_NETWORK_POLICY": "true"}))
+    handlers = [*registry._indexing.get_all_handlers(), *registry._watching.get_all_handlers()]
+    plain = [h.id for h in handlers if not asyncio.iscoroutinefunction(h.fn)]
+    assert len(handlers) == 15 and plain == []
+
+
 def test_a_selector_limits_the_edgemodels_handled() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, load_config({"EDGEMODEL_SELECTOR": "edgeai.dev/shard=a"}))
