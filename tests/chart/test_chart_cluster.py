@@ -46,8 +46,6 @@ ALLOWED = [
     ("create", "services", "ns"),
     ("patch", "services", "ns"),
     ("delete", "services", "ns"),
-    ("list", "endpointslices.discovery.k8s.io", "ns"),
-    ("watch", "endpointslices.discovery.k8s.io", "ns"),
     ("create", "events", "ns"),
     ("list", "nodes", "cluster"),
     ("watch", "nodes", "cluster"),
@@ -62,6 +60,7 @@ DENIED = [
     ("create", "pods", "ns"),
     ("update", "pods/status", "ns"),
     ("create", "endpointslices.discovery.k8s.io", "ns"),
+    ("watch", "endpointslices.discovery.k8s.io", "ns"),  # ready endpoints come from the pods
     ("create", "networkpolicies.networking.k8s.io", "ns"),
     ("patch", "nodes", "cluster"),
     ("get", "nodes", "cluster"),

@@ -23,13 +23,14 @@ def test_one_worker_per_edgemodel_and_watches_that_wake_it() -> None:
     assert len(spawning) == 1 and spawning[0].requires_finalizer  # stopped on deletion
     assert not registry._changing.get_all_handlers()  # no diff-base annotations written
     watched = {h.selector.any_name for h in registry._watching.get_all_handlers()}  # type: ignore[attr-defined]
-    assert {"nodes", "pods", "endpointslices", "deployments", "daemonsets", "services",
-            "edgemodels"} <= watched  # fmt: skip
-    # Nodes; Deployments, DaemonSets, Services; pods; EndpointSlices.
-    assert len(registry._indexing.get_all_handlers()) == 6
+    assert {"nodes", "pods", "deployments", "daemonsets", "services", "edgemodels"} <= watched
+    # Not EndpointSlices: a fleet's are rewritten at every pod change; the pods say as much.
+    assert "endpointslices" not in watched
+    # Nodes; Deployments, DaemonSets, Services; pods.
+    assert len(registry._indexing.get_all_handlers()) == 5
     with_policies = kopf.OperatorRegistry()
     register(with_policies, load_config({"EDGEMODEL_NETWORK_POLICY": "true"}))
-    assert len(with_policies._indexing.get_all_handlers()) == 7  # and NetworkPolicies
+    assert len(with_policies._indexing.get_all_handlers()) == 6  # and NetworkPolicies
 
 
 def test_watch_handlers_run_on_the_event_loop_not_in_the_pass_threads() -> None:
@@ -39,7 +40,7 @@ def test_watch_handlers_run_on_the_event_loop_not_in_the_pass_threads() -> None:
     register(registry, load_config({"EDGEMODEL_NETWORK_POLICY": "true"}))
     handlers = [*registry._indexing.get_all_handlers(), *registry._watching.get_all_handlers()]
     plain = [h.id for h in handlers if not asyncio.iscoroutinefunction(h.fn)]
-    assert len(handlers) == 15 and plain == []
+    assert len(handlers) == 13 and plain == []
 
 
 def test_a_selector_limits_the_edgemodels_handled() -> None:

@@ -58,17 +58,14 @@ def test_the_network_policy_admits_labeled_clients_and_the_probe() -> None:
     assert len(build_network_policy(OWNER, parsed, None)["spec"]["ingress"][0]["from"]) == 1
 
 
-def test_ready_endpoints_count_only_that_service() -> None:
-    slices = [
-        {"metadata": {"labels": {"kubernetes.io/service-name": "digits-t"}},
-         "endpoints": [{"conditions": {"ready": True}}, {"conditions": {"ready": False}}]},
-        {"metadata": {"labels": {"kubernetes.io/service-name": "digits-t"}},
-         "endpoints": [{"conditions": {"ready": True}}]},
-        {"metadata": {"labels": {"kubernetes.io/service-name": "other"}},
-         "endpoints": [{"conditions": {"ready": True}}]},
-    ]  # fmt: skip
-    assert ready_endpoints(slices, "digits-t") == 2
-    assert ready_endpoints(slices, "nothing") == 0
+def test_ready_endpoints_are_ready_pods_with_an_ip_not_terminating() -> None:
+    def pod(ready: bool = True, ip: str | None = "10.0.0.1", deleting: bool = False) -> Any:
+        meta = {"deletionTimestamp": "2026-12-02T10:00:00Z"} if deleting else {}
+        cond = {"type": "Ready", "status": "True" if ready else "False"}
+        return {"metadata": meta, "status": {"conditions": [cond], "podIP": ip}}
+
+    assert ready_endpoints([pod(), pod(), pod(ready=False), pod(ip=None), pod(deleting=True)]) == 2
+    assert ready_endpoints([]) == 0
 
 
 def test_an_image_runs_only_on_the_architectures_it_serves() -> None:

@@ -69,7 +69,6 @@ because the operator issues that request (see the chart README, "RBAC"):
   moves a DaemonSet's nodes one by one by deleting their pods; updateStrategy OnDelete);
 - pods/status: patch, with activeProbe (the probe's readiness-gate condition);
 - services: list/watch/create/patch/delete, as for workloads (one Service per target);
-- endpointslices: list/watch (ready endpoints per Service, in status);
 - networkpolicies: list/watch/create/patch/delete, with networkPolicy.enabled;
 - events: create (kopf posts core/v1 Events).
 */}}
@@ -89,9 +88,6 @@ because the operator issues that request (see the chart README, "RBAC"):
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-- apiGroups: ["discovery.k8s.io"]
-  resources: ["endpointslices"]
-  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "delete"]

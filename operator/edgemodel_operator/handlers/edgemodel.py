@@ -2,9 +2,9 @@
 woken by what changes in the cluster and by a timer as a safety net.
 
 Observation comes from kopf's watch-fed indices, so a reconcile makes no read requests.
-The watch events of the model's pods, workloads, Services and EndpointSlices, of the
-nodes it may run on, and of its own spec wake its worker (reconcile/wakeups.py says which
-models a change concerns); a short pause gathers a burst of changes into one pass.
+The watch events of the model's pods, workloads and Services, of the nodes it may run on,
+and of its own spec wake its worker (reconcile/wakeups.py says which models a change
+concerns); a short pause gathers a burst of changes into one pass.
 
 The index and wake-up handlers are coroutines, though they never wait: kopf runs a plain
 function in its thread pool, which the passes share, so during a burst every watch event
@@ -65,13 +65,6 @@ async def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     spec["containers"] = [{"name": c.get("name"), "ports": c.get("ports") or []}
                           for c in body.spec.get("containers") or []]  # fmt: skip
     return {key: {**lean(body), "spec": spec}}
-
-
-async def slices_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
-    key = _key(body)
-    if key is None:
-        return {}
-    return {key: {"metadata": lean(body)["metadata"], "endpoints": body.get("endpoints") or []}}
 
 
 async def worker(
@@ -138,10 +131,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.index("", "v1", "nodes", registry=registry)(nodes_index)
     kopf.on.event("", "v1", "nodes", registry=registry)(node_changed)
-    watched = [
-        ("", "v1", "pods", "pods_index", pods_index),
-        ("discovery.k8s.io", "v1", "endpointslices", "slices_index", slices_index),
-    ]
+    watched = [("", "v1", "pods", "pods_index", pods_index)]
     for kind, group, version, plural in CHILDREN:
         if kind == "NetworkPolicy" and not config.network_policy:
             continue  # not watched (nor permitted by the chart's RBAC) unless enabled

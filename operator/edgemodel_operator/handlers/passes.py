@@ -90,7 +90,6 @@ def observe(key: w.Key, indices: Any) -> Observed:
         children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
                   for c in indices[f"{kind.lower()}s_index"].get(key, [])],
         pods=list(indices["pods_index"].get(key, [])),
-        endpoint_slices=list(indices["slices_index"].get(key, [])),
     )  # fmt: skip
 
 

@@ -78,12 +78,11 @@ _NODE_INFO_MAX = 50_000
 @dataclass(frozen=True)
 class Observed:
     """What the cluster holds, as plain dicts (from kopf's watch-fed indices): every node,
-    and this model's children (each with its "kind"), pods and EndpointSlices."""
+    and this model's children (each with its "kind") and pods."""
 
     nodes: Sequence[Mapping[str, Any]]
     children: Sequence[Mapping[str, Any]]
     pods: Sequence[Mapping[str, Any]]
-    endpoint_slices: Sequence[Mapping[str, Any]] = ()
 
     @cached_property
     def _pods_by_target(self) -> dict[str, list[Mapping[str, Any]]]:

@@ -463,7 +463,7 @@ def plan(
         _, optimized = image_for(placement, workload_settings)
         by_target[target] = TargetObservation(
             workload=live, pods=pods, service=svc,
-            endpoints=ready_endpoints(observed.endpoint_slices, svc),
+            endpoints=ready_endpoints(pods),
             pending=needs_apply(workload, live),
             precision=placement.precision if optimized else ORIGINAL,
             nodes=frozenset(placement.nodes) if _per_node(placement) else None,

@@ -1,6 +1,6 @@
 """Which EdgeModels a change in the cluster concerns, so that only those reconcile now.
 
-A pod, workload, Service or EndpointSlice names its model in a label. A node concerns the
+A pod, workload or Service names its model in a label. A node concerns the
 models that may run on its accelerator, and only when something placement reads changed
 (readiness, cordon, labels, taints, allocatable): the heartbeats every node sends do not
 wake anything. A model's own watch event matters when its spec, labels or annotations
