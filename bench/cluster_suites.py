@@ -195,9 +195,21 @@ def raw_copy(ds: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def raw_service(svc: dict[str, Any]) -> dict[str, Any]:
+    """The operator-made Service as a hand-written one, selecting the raw DaemonSet's pods."""
+    spec = {k: v for k, v in svc["spec"].items()
+            if k in ("type", "ports", "internalTrafficPolicy", "selector")}  # fmt: skip
+    spec["selector"] = {k: "raw-" + v if k == MODEL_LABEL else v
+                        for k, v in spec["selector"].items()}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "raw-" + svc["metadata"]["name"]}, "spec": spec}  # fmt: skip
+
+
 def with_tag(ds_list: list[dict[str, Any]], tag: str) -> dict[str, Any]:
     items = copy.deepcopy(ds_list)
     for ds in items:
+        if ds["kind"] != "DaemonSet":
+            continue
         container = ds["spec"]["template"]["spec"]["containers"][0]
         container["image"] = container["image"].rsplit(":", 1)[0] + ":" + tag
     return {"apiVersion": "v1", "kind": "List", "items": items}
@@ -217,7 +229,8 @@ def promoted(c: BenchCluster, ns: str, name: str) -> bool:
 
 def _operator_side(c: BenchCluster, op: Operator, ns: str, expected: int, timeout: float,
                    r: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-    """Create and update through the operator; returns its DaemonSets (for the raw side)."""
+    """Create and update through the operator; returns its DaemonSets and Services as
+    hand-written ones (for the raw sides)."""
     op.start()
     r["operator_ready_s"] = op.start_s  # not counted below: from its start to its first lists
     try:
@@ -238,36 +251,41 @@ def _operator_side(c: BenchCluster, op: Operator, ns: str, expected: int, timeou
         r["operator_update_success"] = ratio(good, expected)
         r["operator_pods_after_update"] = total
         made = json.loads(c.kubectl("get", "daemonsets", "-n", ns, "-o", "json"))["items"]
+        services = json.loads(c.kubectl("get", "services", "-n", ns, "-o", "json"))["items"]
         c.kubectl("delete", "edgemodel", "digits", "-n", ns, "--wait=true")
         wait_no_pods(c, ns, timeout)
     finally:
         r["operator_peak_rss_mib"] = op.peak_rss_mib()
         r["operator_cpu_s"] = op.cpu_seconds()
         op.stop()
-    return [raw_copy(d) for d in made]
+    return [raw_copy(d) for d in made] + [raw_service(s) for s in services]
 
 
 def _raw_side(c: BenchCluster, raw: list[dict[str, Any]], ns: str, expected: int,
-              timeout: float, r: dict[str, Any]) -> None:  # fmt: skip
-    """The same DaemonSets applied with kubectl, the operator not running."""
+              timeout: float, r: dict[str, Any], services: bool = False) -> None:  # fmt: skip
+    """The same DaemonSets applied with kubectl, the operator not running; with `services`,
+    its Services too (what the operator makes, an EndpointSlice per 100 pods each)."""
+    side = "rawsvc" if services else "raw"
+    raw = [o for o in raw if o["kind"] == "DaemonSet" or services]
     t0 = time.monotonic()
     c.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(with_tag(raw, "1.0.0")))
     timed_rollout(c, ns, expected, "1.0.0", None, timeout)
-    r["raw_create_s"] = time.monotonic() - t0
+    r[f"{side}_create_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     c.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(with_tag(raw, "1.1.0")))
     timed_rollout(c, ns, expected, "1.1.0", None, timeout)
-    r["raw_update_s"] = time.monotonic() - t0
+    r[f"{side}_update_s"] = time.monotonic() - t0
     good, total = pods_on(c, ns, "1.1.0")
-    r["raw_update_success"] = ratio(good, expected)
-    r["raw_pods_after_update"] = total
-    c.kubectl("delete", "daemonsets", "--all", "-n", ns, "--wait=true")
+    r[f"{side}_update_success"] = ratio(good, expected)
+    r[f"{side}_pods_after_update"] = total
+    c.kubectl("delete", "daemonsets,services", "--all", "-n", ns, "--wait=true")
     wait_no_pods(c, ns, timeout)
 
 
 def suite_fleet(size: str, work: Path) -> dict[str, Any]:
-    """The operator and the same DaemonSets by hand, each side alone on the cluster (the
-    operator is stopped while the raw side runs), alternating which side goes first."""
+    """The operator and the same DaemonSets by hand, alone and with the operator's
+    Services, each side alone on the cluster (the operator is stopped while the raw sides
+    run), alternating whether the operator goes first or last."""
     fleet = FLEETS[size]
     expected = sum(fleet_counts(fleet).values())
     c = cluster_for(fleet)
@@ -281,9 +299,11 @@ def suite_fleet(size: str, work: Path) -> dict[str, Any]:
         op = Operator(c.kubeconfig, work / f"operator-{i}.log", resync_seconds=RESYNC)
         if r["first"] == "raw":
             _raw_side(c, raw, ns, expected, timeout, r)
+            _raw_side(c, raw, ns, expected, timeout, r, services=True)
             raw = _operator_side(c, op, ns, expected, timeout, r)
         else:
             raw = _operator_side(c, op, ns, expected, timeout, r)
+            _raw_side(c, raw, ns, expected, timeout, r, services=True)
             _raw_side(c, raw, ns, expected, timeout, r)
         r = {k: rounded(v, 2) if isinstance(v, float) else v for k, v in r.items()}
         log(f"fleet run {i}: {r}")
@@ -298,8 +318,9 @@ def suite_fleet(size: str, work: Path) -> dict[str, Any]:
         "pods_per_version": expected,
         "repeats": len(runs),
         "resync_seconds": RESYNC,
-        "rollout": "maxUnavailable 25% (the operator's default) on both sides; each side "
-        "alone on the cluster, alternating which goes first",
+        "rollout": "maxUnavailable 25% (the operator's default) on every side; each side "
+        "alone on the cluster, alternating which goes first; two kubectl baselines: the "
+        "operator's DaemonSets alone, and its DaemonSets and Services (the same objects)",
         "median": {
             "operator_create_s": med("operator_create_s"),
             "raw_create_s": med("raw_create_s"),
@@ -310,6 +331,12 @@ def suite_fleet(size: str, work: Path) -> dict[str, Any]:
             "raw_update_s": med("raw_update_s"),
             "update_ratio": rounded(ratio(med("operator_update_s"), med("raw_update_s")), 2),
             "operator_update_pods_s": med("operator_update_pods_s"),
+            # The same DaemonSets and the operator's Services with kubectl: the same objects.
+            "rawsvc_create_s": med("rawsvc_create_s"),
+            "rawsvc_update_s": med("rawsvc_update_s"),
+            "create_ratio_svc": rounded(ratio(med("operator_create_s"), med("rawsvc_create_s")), 2),
+            "update_ratio_svc": rounded(ratio(med("operator_update_s"), med("rawsvc_update_s")), 2),
+            "rawsvc_update_success": med("rawsvc_update_success"),
             "operator_update_success": med("operator_update_success"),
             "raw_update_success": med("raw_update_success"),
         },
