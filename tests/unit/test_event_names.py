@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
+import pytest
+from kubernetes.client import ApiException
 
 from edgemodel_operator.handlers.passes import decided_from, publish
 from edgemodel_operator.reconcile.plan import Pass
@@ -68,3 +70,30 @@ def test_a_pass_on_a_new_status_posts_its_events() -> None:
     after = body("11", 2, {"conditions": [{"type": "Ready", "status": "False"}]})
     publish(kopf.Body(after), pass_with(WAITING), metrics, recorder, decided_from(after))
     assert len(recorder.names) == 2
+
+
+class Failing(Recorder):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def post(self, owner: dict[str, Any], key: str, type_: str, reason: str, message: str) -> bool:
+        raise self.error
+
+
+def test_an_event_the_api_server_could_not_take_now_fails_the_pass_for_a_retry() -> None:
+    first = body("7", 2, {"phase": "Progressing"})
+    with pytest.raises(ConnectionError):
+        publish(kopf.Body(first), pass_with(WAITING), Metrics(), Failing(ConnectionError()),
+                decided_from(first))  # fmt: skip
+    with pytest.raises(ApiException):
+        publish(kopf.Body(first), pass_with(WAITING), Metrics(),
+                Failing(ApiException(status=503)), decided_from(first))  # fmt: skip
+
+
+def test_an_event_refused_for_good_is_given_up_not_the_pass() -> None:
+    first = body("7", 2, {"phase": "Progressing"})
+    metrics = Metrics()
+    publish(kopf.Body(first), pass_with(WAITING), metrics, Failing(ApiException(status=403)),
+            decided_from(first))  # fmt: skip
+    assert metrics.counted == ["NotReady"]

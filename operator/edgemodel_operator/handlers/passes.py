@@ -70,10 +70,20 @@ def publish(body: kopf.Body, done: Pass, metrics: Any, recorder: Any = None,
                       namespace=meta.namespace, edgemodel=meta.name)  # fmt: skip
 
 
+# Answers that will not change on a retry: the Event is given up (the log keeps it).
+REFUSED = frozenset({400, 403, 404, 422})
+
+
 def _post(recorder: Any, owner: dict[str, Any], key: str, event: Any, log: Any) -> bool:
+    """Post one Event. An API server that refuses it for good (forbidden, invalid) costs
+    the Event, not the pass; one that cannot be reached or fails for now fails the pass
+    before its status write, so the retry decides from the same status and posts the
+    Events still missing under the same names (an API server restart lost a NotReady)."""
     try:
         return bool(recorder.post(owner, key, event.type, event.reason, event.message))
-    except Exception as err:  # an Event lost is no reason to fail the pass; the log keeps it
+    except Exception as err:
+        if getattr(err, "status", None) not in REFUSED:
+            raise
         log.warning("Could not post the Event", reason=event.reason, error=str(err))
         return True
 
