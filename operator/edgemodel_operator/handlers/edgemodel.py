@@ -37,10 +37,8 @@ def _key(body: kopf.Body) -> w.Key | None:
 
 
 async def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
-    node = lean(body)
-    status = dict(node.get("status") or {})
-    status.pop("images", None)  # a real node lists every image it holds
-    return {None: {**node, "status": status}}
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "images"}
+    return {None: lean({**body, "status": status})}  # a real node lists every image it holds
 
 
 def children_index(kind: str) -> Any:
@@ -64,7 +62,7 @@ async def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     spec = {k: v for k, v in body.spec.items() if k in POD_SPEC}
     spec["containers"] = [{"name": c.get("name"), "ports": c.get("ports") or []}
                           for c in body.spec.get("containers") or []]  # fmt: skip
-    return {key: {**lean(body), "spec": spec}}
+    return {key: lean({**body, "spec": spec})}
 
 
 async def worker(

@@ -1,0 +1,39 @@
+"""What the indices keep of an object: no managedFields, and one string object for the keys
+and short values that thousands of pods and workloads repeat."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edgemodel_operator.reconcile.observed import lean
+
+
+def decoded(name: str) -> dict[str, Any]:
+    """A pod as a watch gives it: every decode makes its own strings."""
+    pod = {
+        "metadata": {"name": name, "labels": {"edgeai.dev/target": "cpu-int8"},
+                     "managedFields": [{"manager": "kubelet"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "message": "x" * 200},
+    }  # fmt: skip
+    return dict(json.loads(json.dumps(pod)))
+
+
+def test_lean_drops_managed_fields_and_keeps_the_rest_equal() -> None:
+    pod = decoded("a")
+    kept = lean(pod)
+    assert "managedFields" not in kept["metadata"]
+    del pod["metadata"]["managedFields"]
+    assert kept == pod
+
+
+def test_pods_share_their_repeated_keys_and_values() -> None:
+    a, b = lean(decoded("a")), lean(decoded("b"))
+    label_a, label_b = (p["metadata"]["labels"]["edgeai.dev/target"] for p in (a, b))
+    assert label_a is label_b
+    key_a, key_b = (next(iter(p["metadata"]["labels"])) for p in (a, b))
+    assert key_a is key_b
+    cond_a, cond_b = (p["status"]["conditions"][0]["status"] for p in (a, b))
+    assert cond_a is cond_b
+    assert a["status"]["message"] is not b["status"]["message"], "long strings are copied"
