@@ -23,6 +23,16 @@ def deployment(name: str, *, replicas: int, pod_spec: dict[str, Any], labels: di
     }
 
 
+def on_pool(*images: str) -> dict[str, Any]:
+    """A pod spec pinned to this session's KWOK pool: a real node would try to pull these
+    fake images and never run them."""
+    return {
+        "nodeSelector": {POOL_LABEL[0]: POOL_LABEL[1]},
+        "tolerations": [{**POOL_TAINT, "operator": "Equal"}],
+        "containers": [restricted_container("server", image) for image in images],
+    }
+
+
 def pods_of(cluster: Cluster, namespace: str, app: str) -> list[Any]:
     return cluster.core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
 
@@ -146,8 +156,10 @@ def test_gpu_taint_keeps_untolerating_pods_off_gpu_nodes(cluster: Cluster, names
     assert pod.status.phase == "Pending"
 
 
-def test_deleting_an_owner_garbage_collects_its_children(cluster: Cluster, namespace: str) -> None:
-    pod_spec = {"containers": [restricted_container("server", "example.local/server:1")]}
+def test_deleting_an_owner_garbage_collects_its_children(
+    cluster: Cluster, namespace: str, pool: list[str]
+) -> None:
+    pod_spec = on_pool("example.local/server:1")
     cluster.apps.create_namespaced_deployment(
         namespace, deployment("owned", replicas=2, pod_spec=pod_spec, labels={})
     )
@@ -169,13 +181,11 @@ def test_deleting_an_owner_garbage_collects_its_children(cluster: Cluster, names
 
 
 def test_never_ready_stage_keeps_marked_pods_running_but_not_ready(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, pool: list[str]
 ) -> None:
-    healthy = {"containers": [restricted_container("server", "example.local/server:1")]}
-    by_label = {"containers": [restricted_container("server", "example.local/server:1")]}
-    by_image = {
-        "containers": [restricted_container("server", "example.local/server:2-never-ready")]
-    }
+    healthy = on_pool("example.local/server:1")
+    by_label = on_pool("example.local/server:1")
+    by_image = on_pool("example.local/server:2-never-ready")
     marked = {"kwok.edgeai.dev/behavior": "never-ready"}
     for name, spec, labels in [
         ("healthy", healthy, {}),
@@ -205,9 +215,9 @@ def test_never_ready_stage_keeps_marked_pods_running_but_not_ready(
 
 
 def test_turns_not_ready_stage_flips_ready_pods_after_the_delay(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, pool: list[str]
 ) -> None:
-    pod_spec = {"containers": [restricted_container("server", "example.local/server:1")]}
+    pod_spec = on_pool("example.local/server:1")
     dep = deployment(
         "flaky",
         replicas=1,
