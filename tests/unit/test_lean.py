@@ -37,3 +37,11 @@ def test_pods_share_their_repeated_keys_and_values() -> None:
     cond_a, cond_b = (p["status"]["conditions"][0]["status"] for p in (a, b))
     assert cond_a is cond_b
     assert a["status"]["message"] is not b["status"]["message"], "long strings are copied"
+
+
+def test_a_str_subclass_is_kept_as_it_is() -> None:
+    class Name(str):
+        pass
+
+    kept = lean({"metadata": {"name": Name("a")}})
+    assert kept["metadata"]["name"] == "a"

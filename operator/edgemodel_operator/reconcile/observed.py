@@ -49,7 +49,7 @@ def _compact(value: Any) -> Any:
         return {sys.intern(str(k)): _compact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_compact(v) for v in value]
-    if isinstance(value, str) and len(value) <= SHARED_STRING_MAX:
+    if type(value) is str and len(value) <= SHARED_STRING_MAX:
         return sys.intern(value)
     return value
 
