@@ -57,3 +57,15 @@ def test_fields_the_api_server_omits_when_empty_are_no_drift() -> None:
     desired = {"tolerations": [{"key": "", "operator": "Exists"}]}
     assert covers({"tolerations": [{"operator": "Exists"}]}, desired)
     assert not covers({"tolerations": [{"operator": "Equal"}]}, desired)
+
+
+def test_the_indices_packed_copies_decide_drift_as_the_objects_do() -> None:
+    from edgemodel_operator.reconcile.observed import Packed, lean
+
+    desired = build(CASES["deployment-cpu"])
+    retagged = as_stored(desired)
+    retagged["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    for live, drifted in ((as_stored(desired), False), (retagged, True)):
+        kept = lean(live)
+        assert isinstance(kept["spec"]["template"]["spec"], Packed)
+        assert needs_apply(desired, kept) is drifted

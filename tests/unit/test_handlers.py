@@ -194,3 +194,31 @@ def test_failing_evidence_during_a_rollout_skips_the_pause_every_other_pass() ->
         assert not wakeups.woken_by_failing_pod(("ns", "m"))  # told once
 
     asyncio.run(scenario())
+
+
+def test_the_pods_index_keeps_what_the_passes_read_of_a_pod() -> None:
+    from edgemodel_operator.handlers.edgemodel import pods_index
+    from edgemodel_operator.reconcile.health import crash, pod_ready
+
+    waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
+    ended = {"terminated": {"exitCode": 1, "message": "model file missing"}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "managedFields": [{"manager": "kubelet"}],
+                     "labels": {"app.kubernetes.io/managed-by": "edgemodel-operator",
+                                "edgeai.dev/edgemodel": "m"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "server", "image": "i",
+                                                   "ports": [{"containerPort": 8000}]}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.7", "hostIP": "192.0.2.1",
+                   "qosClass": "Burstable", "conditions": [{"type": "Ready", "status": "False"}],
+                   "containerStatuses": [{"name": "server", "ready": False, "restartCount": 4,
+                                          "state": waiting, "lastState": ended,
+                                          "imageID": "sha256:1", "containerID": "c://1",
+                                          "volumeMounts": [{"name": "model", "mountPath": "/m"}]}]},
+    }  # fmt: skip
+    kept = asyncio.run(pods_index(kopf.Body(pod)))[("ns", "m")]
+    status = kept["status"]
+    assert set(status) == {"phase", "podIP", "conditions", "containerStatuses"}
+    assert status["containerStatuses"] == [{"name": "server", "ready": False, "restartCount": 4,
+                                            "state": waiting, "lastState": ended}]  # fmt: skip
+    assert crash(kept, 3) == crash(pod, 3) and "model file missing" in str(crash(kept, 3))
+    assert not pod_ready(kept) and kept["spec"]["nodeName"] == "n1"

@@ -45,3 +45,28 @@ def test_a_str_subclass_is_kept_as_it_is() -> None:
 
     kept = lean({"metadata": {"name": Name("a")}})
     assert kept["metadata"]["name"] == "a"
+
+
+def test_a_workloads_pod_template_spec_is_kept_packed_and_reads_back_equal() -> None:
+    import copy
+    import pickle
+    import sys
+
+    from edgemodel_operator.reconcile.observed import Packed
+
+    pod_spec = {"containers": [{"name": "server", "image": "srv@sha256:1", "ports": [
+        {"containerPort": 8000, "protocol": "TCP"}]}], "dnsPolicy": "ClusterFirst"}  # fmt: skip
+    workload = {"kind": "Deployment", "metadata": {"name": "w", "managedFields": []},
+                "spec": {"replicas": 2, "template": {"metadata": {"labels": {"a": "b"}},
+                                                     "spec": pod_spec}}}  # fmt: skip
+    kept = lean(workload)
+    packed = kept["spec"]["template"]["spec"]
+    assert isinstance(packed, Packed)
+    assert packed == pod_spec and dict(packed) == pod_spec
+    assert packed.get("containers")[0]["image"] == "srv@sha256:1"
+    assert kept["spec"]["template"]["metadata"] == {"labels": {"a": "b"}}, "read per pass"
+    assert copy.deepcopy(packed) == pod_spec and pickle.loads(pickle.dumps(packed)) == pod_spec
+    assert lean(kept)["spec"]["template"]["spec"] == pod_spec, "leaning twice is the same"
+    assert json.loads(json.dumps(pod_spec)) == packed.decoded()
+    assert sys.getsizeof(packed) + sys.getsizeof(packed._text) < 400
+    assert workload["spec"]["template"]["spec"] is pod_spec, "the object itself is untouched"

@@ -50,19 +50,28 @@ def children_index(kind: str) -> Any:
     return index
 
 
-POD_SPEC = ("nodeName", "readinessGates")  # what the reconcile reads of a pod's spec
+# What the reconcile reads of a pod: the node, the readiness gates and the containers'
+# ports of its spec; its conditions, address and containers' states of its status.
+POD_SPEC = ("nodeName", "readinessGates")
+POD_STATUS = ("phase", "reason", "message", "conditions", "podIP")
+CONTAINER_STATUS = ("name", "ready", "started", "restartCount", "state", "lastState")
 
 
 async def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
-    """A pod as the reconcile reads it: its spec cut to the node, the readiness gates and
-    the containers' ports (a thousand models' pods are most of what the indices hold)."""
+    """A pod cut to what the reconcile reads (a thousand models' pods are most of what the
+    indices hold; a kubelet also reports each container's image, IDs, mounts and resources)."""
     key = _key(body)
     if key is None:
         return {}
     spec = {k: v for k, v in body.spec.items() if k in POD_SPEC}
     spec["containers"] = [{"name": c.get("name"), "ports": c.get("ports") or []}
                           for c in body.spec.get("containers") or []]  # fmt: skip
-    return {key: lean({**body, "spec": spec})}
+    status = {k: v for k, v in body.status.items() if k in POD_STATUS}
+    for states in ("initContainerStatuses", "containerStatuses"):
+        if states in body.status:
+            status[states] = [{k: v for k, v in cs.items() if k in CONTAINER_STATUS}
+                              for cs in body.status.get(states) or []]  # fmt: skip
+    return {key: lean({**body, "spec": spec, "status": status})}
 
 
 async def worker(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgemodel_operator.api.names import SPEC_HASH_ANNOTATION
+from edgemodel_operator.reconcile.observed import Packed
 
 # Left to the spec hash: the API server rewrites quantities ("0.5" comes back as "500m").
 _HASH_ONLY = frozenset({"resources"})
@@ -14,6 +15,8 @@ _HASH_ONLY = frozenset({"resources"})
 def covers(live: Any, desired: Any) -> bool:
     """True when every value set in desired is present and equal in live (the API server
     adds defaults, which are not drift); empty desired collections match absent ones."""
+    if isinstance(live, Packed):
+        live = live.decoded()  # once, not per key
     if live is None and desired in ("", False):
         return True  # the API server omits empty optional fields (a toleration's key "")
     if isinstance(desired, Mapping):
