@@ -249,8 +249,7 @@ def test_operator_reconciles_with_the_chart_rbac(
             timeout=60,
             what="the Deployment of the renamed target to be deleted",
         )
-        # Delete while the operator runs: kopf puts a finalizer on EdgeModels it runs timers
-        # for, and removing it is the operator's job (a patch, also covered by the RBAC).
+        # Deleted while the operator runs: its worker stops, with nothing it is not allowed.
         cluster.kubectl("delete", "edgemodel", "digits-cpu", "-n", work, "--timeout=60s")
     finally:
         proc.stop()

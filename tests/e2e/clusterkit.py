@@ -85,10 +85,10 @@ class Cluster:
         return client.AppsV1Api(self.api)
 
     def delete_namespace(self, name: str, timeout: float = 60) -> None:
-        """Delete the EdgeModels first, while their operator still runs to release kopf's
-        finalizer, then the namespace (else it would wait for an operator that is gone).
-        Teardown hygiene: should the finalizer outlast the timeout, it is removed by hand
-        with a warning rather than failing the test that already ran."""
+        """Delete the EdgeModels first, while their operator still runs to stop their
+        workers, then the namespace. Teardown hygiene: should an EdgeModel outlast the
+        timeout (an operator of an earlier version put a finalizer on it and is gone), the
+        finalizer is removed by hand with a warning rather than failing the test that ran."""
         self.kubectl("delete", "edgemodels.edgeai.dev", "--all", "-n", name, "--wait=false",
                      check=False)  # fmt: skip
         custom = client.CustomObjectsApi(self.api)

@@ -102,7 +102,7 @@ def operators(fault_cluster: FaultCluster, site: Site, tmp_path: Path) -> Iterat
     its EdgeModels were deleted (the `site` fixture tears down after this one)."""
     started: list[Operator] = []
     yield started
-    if any(op.alive() for op in started):  # kopf's finalizers are released while it runs
+    if any(op.alive() for op in started):  # its workers see their models go
         fault_cluster.delete_namespace(site.namespace, timeout=20)
     for op in started:
         op.process.stop()

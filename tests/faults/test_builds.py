@@ -142,7 +142,7 @@ def logged(op: Operator, text: str) -> list[dict[str, Any]]:
     "6",
     "an EdgeModel deleted during its image build",
     "the build stops (the operator logs that it stopped it), no manifest is pushed after "
-    "the deletion, the finalizer is released and the object is gone within 5 s; a model "
+    "the deletion, the object is gone within 5 s (no finalizer holds it); a model "
     "built next is not held up by the stopped build",
 )
 def test_deleted_during_its_build(site: Site, start: Any, builds: Builds, registry: FaultProxy,

@@ -121,7 +121,7 @@ def building_operator(
     log = tmp_path_factory.mktemp("building-operator") / "operator.log"
     proc = start_operator(cluster, all_servers, builds_namespace, registry, work_dir, log)
     yield proc
-    cluster.delete_namespace(builds_namespace)  # while the operator runs (kopf's finalizer)
+    cluster.delete_namespace(builds_namespace)  # while the operator runs (its builds stop)
     proc.stop()
 
 

@@ -109,7 +109,7 @@ def signing_operator(
     proc.start()
     yield proc
     for ns in (site.enforce, site.warn):
-        cluster.delete_namespace(ns)  # while the operator runs (kopf's finalizer)
+        cluster.delete_namespace(ns)  # while the operator runs (its builds stop)
     proc.stop()
 
 

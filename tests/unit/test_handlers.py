@@ -19,8 +19,8 @@ from edgemodel_operator.reconcile.plan import Pass
 def test_one_worker_per_edgemodel_and_watches_that_wake_it() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, load_config({"EDGEMODEL_RESYNC_SECONDS": "7"}))
-    spawning = registry._spawning.get_all_handlers()
-    assert len(spawning) == 1 and spawning[0].requires_finalizer  # stopped on deletion
+    # Workers are tasks of the operator's own: no kopf daemon, so no finalizer on EdgeModels.
+    assert not registry._spawning.get_all_handlers()
     assert not registry._changing.get_all_handlers()  # no diff-base annotations written
     watched = {h.selector.any_name for h in registry._watching.get_all_handlers()}  # type: ignore[attr-defined]
     assert {"nodes", "pods", "deployments", "daemonsets", "services", "edgemodels"} <= watched
@@ -46,10 +46,23 @@ def test_watch_handlers_run_on_the_event_loop_not_in_the_pass_threads() -> None:
 def test_a_selector_limits_the_edgemodels_handled() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, load_config({"EDGEMODEL_SELECTOR": "edgeai.dev/shard=a"}))
-    models = [h for h in registry._watching.get_all_handlers()
-              if h.selector.any_name == "edgemodels"]  # type: ignore[attr-defined]  # fmt: skip
-    handlers = [*registry._spawning.get_all_handlers(), *models]
-    assert handlers and all(h.labels == {"edgeai.dev/shard": "a"} for h in handlers)  # type: ignore[attr-defined]
+    [changed] = [h for h in registry._watching.get_all_handlers()
+                 if h.selector.any_name == "edgemodels"]  # type: ignore[attr-defined]  # fmt: skip
+    calls: list[tuple[str, Any]] = []
+    memo = kopf.Memo(wakeups=Wakeups(DEFAULT_PROFILES), workers=type("W", (), {
+        "seen": lambda self, key, body, indices: calls.append(("seen", key)),
+        "gone": lambda self, key, deleted: calls.append(("gone", deleted)),
+    })())  # fmt: skip
+
+    def event(shard: str, type: str | None = "MODIFIED") -> None:
+        body = {"metadata": {"namespace": "ns", "name": "m", "labels": {"edgeai.dev/shard": shard}},
+                "spec": {"targets": []}}  # fmt: skip
+        asyncio.run(changed.fn(body=kopf.Body(body), type=type, memo=memo))
+
+    event("a")
+    event("b")  # relabelled out of this operator's shard: its worker stops, the model stays
+    event("a", "DELETED")
+    assert calls == [("seen", ("ns", "m")), ("gone", False), ("gone", True)]
 
 
 def _node(name: str, acc: str, ready: bool = True, heartbeat: str = "t0") -> dict[str, Any]:

@@ -59,7 +59,8 @@ helm.sh/chart: {{ include "edgemodel-operator.chart" . }}
 RBAC rules on the namespaced objects the operator works with, used by the ClusterRole when
 it watches every namespace and by one Role per namespace otherwise. Each verb is there
 because the operator issues that request (see the chart README, "RBAC"):
-- edgemodels: list/watch (kopf's watch), patch (kopf's progress annotations);
+- edgemodels: list/watch (kopf's watch), patch (kopf removes the finalizer that earlier
+  versions put on EdgeModels);
 - edgemodels/status: patch (the status the operator writes);
 - edgemodels/finalizers: update (children set ownerReferences.blockOwnerDeletion, which the
   OwnerReferencesPermissionEnforcement admission plugin allows only with this right);

@@ -1,5 +1,5 @@
-"""kopf handlers for EdgeModel: one worker (a kopf daemon) per EdgeModel runs its reconcile,
-woken by what changes in the cluster and by a timer as a safety net.
+"""kopf handlers for EdgeModel: one worker (handlers/workers.py) per EdgeModel runs its
+reconcile, woken by what changes in the cluster and by a timer as a safety net.
 
 Observation comes from kopf's watch-fed indices, so a reconcile makes no read requests.
 The watch events of the model's pods, workloads and Services, of the nodes it may run on,
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 
@@ -27,9 +28,12 @@ from edgemodel_operator.config import Config
 from edgemodel_operator.handlers.passes import CHILDREN, Passes
 from edgemodel_operator.handlers.settings import CompactDiffBase, apply_timeouts
 from edgemodel_operator.handlers.wakeups import Wakeups
+from edgemodel_operator.handlers.workers import Run, Worker, Workers
 from edgemodel_operator.reconcile import wakeups as w
 from edgemodel_operator.reconcile.observed import lean
 from edgemodel_operator.reconcile.plan import accelerators_of
+
+STOP_SECONDS = 5.0  # at exit, a worker's pass this long under way is cancelled
 
 
 def _key(body: kopf.Body) -> w.Key | None:
@@ -74,26 +78,29 @@ async def pods_index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
     return {key: lean({**body, "spec": spec, "status": status})}
 
 
-async def worker(
-    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **indices: Any
-) -> None:
-    """The EdgeModel's passes, one at a time, for as long as it exists."""
-    key = (str(body.metadata.namespace), str(body.metadata.name))
-    wake = memo.wakeups.join(key, accelerators_of(dict(body)))
-    passes = Passes(key, memo.components, memo.executor, indices, memo.wakeups.__len__)
-    try:
-        while not stopped and not body.metadata.deletion_timestamp:
-            wake.clear()
-            memo.wakeups.update(key, accelerators_of(dict(body)))
-            wait, pause = await passes.run(body)
-            woken = await memo.wakeups.wait(wake, stopped, wait)
-            await asyncio.sleep(passes.pause(pause, woken, memo.wakeups.woken_by_failing_pod(key)))
-    finally:  # deleted (the garbage collector removes its children), or the operator stops
-        images = memo.components.ports.images
-        if body.metadata.deletion_timestamp and images is not None:
-            images.stop(*key)  # its build stops: nothing is pushed for a deleted model
-        memo.wakeups.leave(key)
-        memo.components.metrics.forget(*key)
+def passes_of(memo: kopf.Memo) -> Run:
+    """What a model's worker runs: its passes, one at a time, until it is stopped."""
+    components, wakeups = memo.components, memo.wakeups
+
+    async def run(key: w.Key, worker: Worker, indices: Mapping[str, Any]) -> None:
+        wake = wakeups.join(key, accelerators_of(worker.body))
+        passes = Passes(key, components, memo.executor, indices, wakeups.__len__)
+        try:
+            while not worker.stopped.is_set():
+                wake.clear()
+                body = worker.body
+                wakeups.update(key, accelerators_of(body))
+                wait, pause = await passes.run(kopf.Body(cast(kopf.RawBody, body)))
+                woken = await wakeups.wait(wake, worker.stopped, wait)
+                await asyncio.sleep(passes.pause(pause, woken, wakeups.woken_by_failing_pod(key)))
+        finally:  # deleted (the garbage collector removes its children), or the operator stops
+            images = components.ports.images
+            if worker.deleted and images is not None:
+                images.stop(*key)  # its build stops: nothing is pushed for a deleted model
+            wakeups.leave(key)
+            components.metrics.forget(*key)
+
+    return run
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -102,6 +109,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo.components = wiring.build(config)
         memo.wakeups = Wakeups(config.accelerators)
+        memo.workers = Workers(passes_of(memo))
         settings.execution.max_workers = wiring.PASS_THREADS
         memo.executor = settings.execution.executor
         # Keep kopf's bookkeeping in edgeai.dev annotations: the status schema is ours alone.
@@ -113,7 +121,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]
         apply_timeouts(settings, config.api)
 
-    def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await memo.workers.stop_all(STOP_SECONDS)
         memo.components.close()
 
     async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -127,9 +136,17 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def node_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         memo.wakeups.node(str(body.metadata.name), None if type == "DELETED" else dict(body))
 
-    async def model_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def model_changed(
+        body: kopf.Body, type: str | None, memo: kopf.Memo, **indices: Any
+    ) -> None:
         key = (str(body.metadata.namespace), str(body.metadata.name))
-        memo.wakeups.model(key, w.model_essence(dict(body)))
+        if type == "DELETED" or body.metadata.deletion_timestamp:
+            memo.workers.gone(key, deleted=True)
+        elif not w.selected(body.metadata.labels, config.selector):
+            memo.workers.gone(key, deleted=False)  # relabelled out of this operator's shard
+        else:
+            memo.workers.seen(key, body, indices)
+            memo.wakeups.model(key, w.model_essence(dict(body)))
 
     kopf.on.startup(registry=registry)(startup)
     kopf.on.cleanup(registry=registry)(cleanup)
@@ -149,7 +166,6 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         wake = pod_changed if plural == "pods" else child_changed
         kopf.on.event(group, version, plural, labels=MANAGED, registry=registry,
                       id=f"wake_on_{plural}")(wake)  # fmt: skip
-    resource = (GROUP, VERSION, PLURAL)
-    labels = dict(config.selector) or None
-    kopf.on.event(*resource, labels=labels, registry=registry)(model_changed)
-    kopf.daemon(*resource, labels=labels, registry=registry, cancellation_timeout=5.0)(worker)
+    # Every EdgeModel's events, not only the selected ones': a model relabelled out of the
+    # selector must stop its worker.
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(model_changed)

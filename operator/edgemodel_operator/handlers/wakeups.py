@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import kopf
-
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.reconcile import wakeups as w
 
@@ -77,7 +75,7 @@ class Wakeups:
                 self.wake(key)
 
     @staticmethod
-    async def wait(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
+    async def wait(wake: asyncio.Event, stopped: asyncio.Event, timeout: float) -> bool:
         """Until woken, stopped or `timeout` seconds have passed; whether it was woken."""
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
         try:

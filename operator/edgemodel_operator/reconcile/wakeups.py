@@ -53,6 +53,11 @@ def node_accelerators(
     )
 
 
+def selected(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """Whether a model's labels match the operator's selector (an empty one: all)."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
 def model_essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
     """What of an EdgeModel calls for a reconcile when it changes: not its status."""
     meta = body.get("metadata") or {}
