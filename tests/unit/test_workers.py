@@ -7,6 +7,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
+from edgemodel_operator.handlers import workers as workers_module
 from edgemodel_operator.handlers.workers import Worker, Workers
 
 
@@ -68,8 +71,11 @@ def test_a_model_made_again_under_the_same_name_waits_for_the_old_worker() -> No
     asyncio.run(scenario())
 
 
-def test_at_exit_a_busy_worker_is_cancelled_and_a_failed_one_is_restarted() -> None:
+def test_at_exit_a_busy_worker_is_cancelled_and_a_failed_one_is_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     runs: list[str] = []
+    monkeypatch.setattr(workers_module, "RESTART_SECONDS", 0.01)
 
     async def run(key: tuple[str, str], worker: Worker, indices: Mapping[str, Any]) -> None:
         runs.append(key[1])
@@ -79,9 +85,6 @@ def test_at_exit_a_busy_worker_is_cancelled_and_a_failed_one_is_restarted() -> N
             await asyncio.sleep(1)
 
     async def scenario() -> None:
-        import edgemodel_operator.handlers.workers as module
-
-        module.RESTART_SECONDS = 0.01
         workers = Workers(run)
         workers.seen(("ns", "busy"), _model(1), {})
         workers.seen(("ns", "flaky"), _model(1), {})
