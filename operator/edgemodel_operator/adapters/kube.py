@@ -75,38 +75,36 @@ class KubeGateway:
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
-            self._delete[kind](
+            _drain(self._delete[kind](
                 name, namespace, propagation_policy="Background",
                 _request_timeout=self._timeout, _preload_content=False,
-            ).release_conn()  # fmt: skip
+            ))  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # already gone is what we wanted
                 raise
 
-    def patch_status(
-        self, namespace: str, name: str, patch: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """Merge-patch an EdgeModel's status; returns the stored object (None: it is gone)."""
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> bool:
+        """Merge-patch an EdgeModel's status; whether it was written (False: it is gone).
+        The answer, the whole EdgeModel, is not decoded: the caller knows what it wrote."""
         try:
-            result = self._custom.patch_namespaced_custom_object_status(
+            _drain(self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)},
                 _content_type="application/merge-patch+json", _request_timeout=self._timeout,
                 _preload_content=False,
-            )  # fmt: skip
+            ))  # fmt: skip
         except client.ApiException as err:
             if err.status == 404:
-                return None
+                return False
             raise
-        return _json(result)
+        return True
 
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:
         """Set one condition of a pod's status (a readiness gate's); others stay."""
         try:
-            answer: Any = self._core.patch_namespaced_pod_status(
+            _drain(self._core.patch_namespaced_pod_status(
                 pod, namespace, {"status": {"conditions": [dict(condition)]}},
                 _request_timeout=self._timeout, _preload_content=False,
-            )  # fmt: skip
-            answer.release_conn()
+            ))  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # the pod went away meanwhile
                 raise
@@ -159,6 +157,15 @@ class KubeGateway:
 
 def _model_selector(model: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY},{MODEL_LABEL}={model}"
+
+
+def _drain(response: Any) -> None:
+    """Read an answer nobody needs and give its connection back: one returned with unread
+    bytes would look dropped to the pool, which would open a new TLS connection instead."""
+    try:
+        response.data  # noqa: B018 (read, not decoded)
+    finally:
+        response.release_conn()
 
 
 def _json(response: Any) -> dict[str, Any]:

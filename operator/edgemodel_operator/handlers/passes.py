@@ -160,9 +160,8 @@ class Passes:
                 written = await loop.run_in_executor(self.executor,
                                                      self.parts.writer.patch_status,
                                                      *self.key, patch)  # fmt: skip
-                if written is not None:
-                    self.mine = (str(current["metadata"].get("resourceVersion")),
-                                 written.get("status") or {})  # fmt: skip
+                if written:  # the stored status is now what the pass decided
+                    self.mine = (str(current["metadata"].get("resourceVersion")), done.status)
         except Exception as err:  # logged, counted and retried
             self.failures += 1
             # Passes are level-based: recovery (RBAC restored, the API server back) waits at

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from edgemodel_operator.api.conditions import ANALYSIS_INCONCLUSIVE, timestamp
+from edgemodel_operator.api.conditions import ANALYSIS_INCONCLUSIVE, parse_timestamp, timestamp
 from edgemodel_operator.reconcile.health import TargetHealth
 from edgemodel_operator.reconcile.rollout_state import FailedRevision, HeldNode, RolloutState
 
@@ -62,15 +62,14 @@ class Plan:
 def _since(now: datetime, stamp: str | None) -> float:
     if not stamp:
         return 0.0
-    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    then = parse_timestamp(stamp).replace(tzinfo=now.tzinfo)
     return (now - then).total_seconds()
 
 
 def _shift(stamp: str | None, seconds: float) -> str | None:
     if not stamp:
         return stamp
-    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
-    return (then + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(parse_timestamp(stamp) + timedelta(seconds=seconds))
 
 
 def _pause_or_resume(

@@ -134,4 +134,4 @@ def rollout_progress(
 
 
 def _parse(stamp: str) -> datetime:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    return c.parse_timestamp(stamp)

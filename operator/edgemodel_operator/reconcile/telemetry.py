@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from edgemodel_operator.api.conditions import timestamp
+from edgemodel_operator.api.conditions import parse_timestamp, timestamp
 from edgemodel_operator.api.names import ACCELERATOR_LABEL, TARGET_LABEL
 
 ARCH_LABEL = "kubernetes.io/arch"
@@ -145,7 +145,7 @@ def due(previous: Mapping[str, Any], now: datetime, every: float) -> bool:
     seen = str((previous.get("telemetry") or {}).get("observedAt") or "")
     if not seen:
         return True
-    then = datetime.strptime(seen, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    then = parse_timestamp(seen).replace(tzinfo=now.tzinfo)
     return (now - then).total_seconds() >= every
 
 
