@@ -7,7 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from edgemodel_operator.api.accelerators import parse_profiles
-from edgemodel_operator.api.conditions import get_condition, set_condition
+from edgemodel_operator.api.conditions import (
+    get_condition,
+    parse_timestamp,
+    set_condition,
+    timestamp,
+)
 from edgemodel_operator.reconcile.status import EventSpec, events_for
 
 T0, T1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
@@ -52,3 +57,9 @@ def test_events_for_transitions() -> None:
 def test_bad_accelerator_mapping_is_refused(raw: object) -> None:
     with pytest.raises(ValueError):
         parse_profiles(raw)
+
+
+def test_a_timestamp_reads_back_as_the_time_it_was_written() -> None:
+    now = datetime(2026, 12, 3, 13, 55, 7, 123456, tzinfo=UTC)
+    assert parse_timestamp(timestamp(now)) == datetime(2026, 12, 3, 13, 55, 7)
+    assert timestamp(parse_timestamp("2026-02-28T23:59:59Z")) == "2026-02-28T23:59:59Z"
