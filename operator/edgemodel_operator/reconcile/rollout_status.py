@@ -128,10 +128,6 @@ def rollout_progress(
         f"{unavailable:,} unavailable, {failed:,} failed",
     }
     if state.completed_at and state.started_at and state.revision == revision:
-        took = _parse(state.completed_at) - _parse(state.started_at)
+        took = c.parse_timestamp(state.completed_at) - c.parse_timestamp(state.started_at)
         progress["durationSeconds"] = int(took.total_seconds())
     return progress
-
-
-def _parse(stamp: str) -> datetime:
-    return c.parse_timestamp(stamp)
