@@ -68,8 +68,11 @@ class TargetHealth:
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    # A plain loop: read for every pod several times a pass, on fleets of thousands.
+    for c in (pod.get("status") or {}).get("conditions") or ():
+        if c.get("type") == "Ready":
+            return bool(c.get("status") == "True")
+    return False
 
 
 def pod_revision(pod: Mapping[str, Any]) -> str | None:

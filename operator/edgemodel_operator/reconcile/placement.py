@@ -61,7 +61,7 @@ def fits(
 ) -> bool:
     """The node is made for the target: labels, resource, tolerated taints (whether it is
     up right now is `unavailable`'s business)."""
-    if any(node.labels.get(k) != v for k, v in selector.items()):
+    if not selector.items() <= node.labels.items():
         return False
     if resource and node.allocatable.get(resource, "0") in ("0", ""):
         return False

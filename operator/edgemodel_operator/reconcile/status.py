@@ -75,18 +75,27 @@ def node_counts(seen: TargetObservation, revision: str | None = None) -> Counts:
     nodes = seen.nodes or frozenset()
     template = ((seen.workload or {}).get("spec") or {}).get("template") or {}
     running = revision or pod_revision(template)
-    here = [p for p in seen.pods if (p.get("spec") or {}).get("nodeName") in nodes
-            and not (p.get("metadata") or {}).get("deletionTimestamp")]  # fmt: skip
-    main = [p for p in here if HELD_LABEL not in ((p.get("metadata") or {}).get("labels") or {})]
-    updated = [p for p in main if pod_revision(p) == running]
+    ready = main = updated = updated_ready = 0
+    for p in seen.pods:  # one loop: a fleet's pods, counted a few times a pass
+        meta = p.get("metadata") or {}
+        if (p.get("spec") or {}).get("nodeName") not in nodes or meta.get("deletionTimestamp"):
+            continue
+        is_ready = pod_ready(p)
+        ready += is_ready
+        if HELD_LABEL in (meta.get("labels") or {}):
+            continue
+        main += 1
+        if pod_revision(p) == running:
+            updated += 1
+            updated_ready += is_ready
     return Counts(
         desired=len(nodes),
-        ready=sum(1 for p in here if pod_ready(p)),
-        updated=len(updated),
+        ready=ready,
+        updated=updated,
         current=base.current,
         failed=seen.held,
-        outdated=len(main) - len(updated),
-        updated_ready=sum(1 for p in updated if pod_ready(p)),
+        outdated=main - updated,
+        updated_ready=updated_ready,
     )
 
 
@@ -105,6 +114,8 @@ def unschedulable(pods: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
     """How many pods the scheduler cannot place, and its explanation for one of them."""
     count, why = 0, ""
     for p in pods:
+        if (p.get("spec") or {}).get("nodeName"):
+            continue  # bound: the scheduler placed it
         for cond in (p.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                 count += 1
