@@ -152,6 +152,9 @@ class FaultProxy:
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
+        # No new connection once stopping: one accepted as the loop stops leaves its
+        # handler never awaited.
+        self._call(self._stop_listening)
         self._call(self._close_all)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
