@@ -16,6 +16,8 @@ from typing import Any
 
 from kubernetes import client
 
+from edgemodel_operator.adapters.rest import Rest, path
+
 COMPONENT = "edgemodel-operator"
 
 
@@ -26,8 +28,7 @@ def event_name(owner: Mapping[str, Any], key: str, type_: str, reason: str, mess
 
 class EventRecorder:
     def __init__(self, api: client.ApiClient, timeout: tuple[float, float]) -> None:
-        self._core = client.CoreV1Api(api)
-        self._timeout = timeout
+        self._rest = Rest(api, timeout)
         self._instance = socket.gethostname()
 
     def post(self, owner: Mapping[str, Any], key: str, type_: str, reason: str,
@@ -50,18 +51,9 @@ class EventRecorder:
             "count": 1,
         }  # fmt: skip
         try:
-            self._core.create_namespaced_event(
-                owner["namespace"], _event(body), _request_timeout=self._timeout
-            )
+            self._rest.send("POST", path("", "v1", "events", owner["namespace"]), body)
         except client.ApiException as err:
             if err.status == 409:
                 return False
             raise
         return True
-
-
-def _event(body: dict[str, Any]) -> client.CoreV1Event:
-    event = client.CoreV1Event.from_dict(body)
-    if event is None:
-        raise ValueError(f"not an Event: {body!r}")
-    return event

@@ -9,12 +9,12 @@ call has a timeout: a hung connection must not hang a reconcile."""
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client, config
 
+from edgemodel_operator.adapters.rest import Rest, path
 from edgemodel_operator.api.names import (
     GROUP,
     MANAGED_BY,
@@ -26,59 +26,44 @@ from edgemodel_operator.api.names import (
 
 FIELD_MANAGER = "edgemodel-operator"
 TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer (EDGEMODEL_API_*)
+APPLY = {"fieldManager": FIELD_MANAGER, "force": "true"}
+MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
 
 
 class SecretUnavailable(Exception):
     """A Secret (or its key) cannot be read; the message says which and why."""
 
 
+# The kinds the operator writes: API group, version, plural.
+KINDS = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "DaemonSet": ("apps", "v1", "daemonsets"),
+    "Service": ("", "v1", "services"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+    "Pod": ("", "v1", "pods"),
+}
+
+
 class KubeGateway:
     def __init__(self, api: client.ApiClient, timeout: tuple[float, float] = TIMEOUT) -> None:
-        self._api = api
-        self._timeout = timeout
-        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        net = client.NetworkingV1Api(api)
-        self._patch: dict[str, Callable[..., Any]] = {
-            "Deployment": apps.patch_namespaced_deployment,
-            "DaemonSet": apps.patch_namespaced_daemon_set,
-            "Service": core.patch_namespaced_service,
-            "NetworkPolicy": net.patch_namespaced_network_policy,
-        }
-        self._delete: dict[str, Callable[..., Any]] = {
-            "Deployment": apps.delete_namespaced_deployment,
-            "DaemonSet": apps.delete_namespaced_daemon_set,
-            "Service": core.delete_namespaced_service,
-            "NetworkPolicy": net.delete_namespaced_network_policy,
-            "Pod": core.delete_namespaced_pod,
-        }
-        self._core, self._apps = core, apps
-        self._custom = client.CustomObjectsApi(api)
+        self._rest = Rest(api, timeout)
 
     @property
     def api(self) -> client.ApiClient:
-        return self._api
+        return self._rest.api
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a child we own; returns the stored object."""
         meta = obj["metadata"]
-        result = self._patch[obj["kind"]](
-            meta["name"],
-            meta["namespace"],
-            dict(obj),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-            _request_timeout=self._timeout,
-            _preload_content=False,
-        )
-        return _json(result)
+        where = path(*KINDS[obj["kind"]], meta["namespace"], meta["name"])
+        return self._rest.json("PATCH", where, dict(obj), APPLY,
+                               "application/apply-patch+yaml")  # fmt: skip
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
-            _drain(self._delete[kind](
-                name, namespace, propagation_policy="Background",
-                _request_timeout=self._timeout, _preload_content=False,
-            ))  # fmt: skip
+            self._rest.send("DELETE", path(*KINDS[kind], namespace, name),
+                            query={"propagationPolicy": "Background"})  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # already gone is what we wanted
                 raise
@@ -87,11 +72,8 @@ class KubeGateway:
         """Merge-patch an EdgeModel's status; whether it was written (False: it is gone).
         The answer, the whole EdgeModel, is not decoded: the caller knows what it wrote."""
         try:
-            _drain(self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)},
-                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
-                _preload_content=False,
-            ))  # fmt: skip
+            self._rest.send("PATCH", path(GROUP, VERSION, PLURAL, namespace, name, "status"),
+                            {"status": dict(patch)}, content_type=MERGE)  # fmt: skip
         except client.ApiException as err:
             if err.status == 404:
                 return False
@@ -101,45 +83,39 @@ class KubeGateway:
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:
         """Set one condition of a pod's status (a readiness gate's); others stay."""
         try:
-            _drain(self._core.patch_namespaced_pod_status(
-                pod, namespace, {"status": {"conditions": [dict(condition)]}},
-                _request_timeout=self._timeout, _preload_content=False,
-            ))  # fmt: skip
+            self._rest.send("PATCH", path("", "v1", "pods", namespace, pod, "status"),
+                            {"status": {"conditions": [dict(condition)]}},
+                            content_type=STRATEGIC)  # fmt: skip
         except client.ApiException as err:
             if err.status != 404:  # the pod went away meanwhile
                 raise
 
+    def _list(self, kind: str, namespace: str, **query: str) -> list[dict[str, Any]]:
+        answer = self._rest.json("GET", path(*KINDS[kind], namespace), query=query)
+        return [{**item, "kind": kind} for item in answer.get("items") or []]
+
     def model_workloads(self, namespace: str, model: str) -> list[dict[str, Any]]:
         """The model's Deployments and DaemonSets (each with its "kind"), read now."""
-        found = []
-        for kind, read in (("Deployment", self._apps.list_namespaced_deployment),
-                           ("DaemonSet", self._apps.list_namespaced_daemon_set)):  # fmt: skip
-            answer = read(namespace, label_selector=_model_selector(model),
-                          _request_timeout=self._timeout, _preload_content=False)  # fmt: skip
-            found += [{**item, "kind": kind} for item in _json(answer).get("items", [])]
-        return found
+        selector = _model_selector(model)
+        return [item for kind in ("Deployment", "DaemonSet")
+                for item in self._list(kind, namespace, labelSelector=selector)]  # fmt: skip
 
     def model_pods(
         self, namespace: str, model: str, nodes: frozenset[str] | None = None
     ) -> list[dict[str, Any]]:
         """The model's pods, read now: all of them, or those on `nodes` (a read per node)."""
-        fields = [None] if nodes is None else [f"spec.nodeName={n}" for n in sorted(nodes)]
-        found = []
-        for field in fields:  # None: no field selector
-            answer = self._core.list_namespaced_pod(
-                namespace, label_selector=_model_selector(model), field_selector=field,
-                _request_timeout=self._timeout, _preload_content=False,
-            )  # fmt: skip
-            found += [{**item, "kind": "Pod"} for item in _json(answer).get("items", [])]
-        return found
+        selector = _model_selector(model)
+        if nodes is None:
+            return self._list("Pod", namespace, labelSelector=selector)
+        return [pod for node in sorted(nodes)
+                for pod in self._list("Pod", namespace, labelSelector=selector,
+                                      fieldSelector=f"spec.nodeName={node}")]  # fmt: skip
 
     def secret_value(self, namespace: str, name: str, key: str) -> bytes:
         """One key of a Secret; SecretUnavailable saying why when it cannot be read."""
         where = f"Secret {namespace}/{name}"
         try:
-            secret = self._core.read_namespaced_secret(
-                name, namespace, _request_timeout=self._timeout
-            )
+            secret = self._rest.json("GET", path("", "v1", "secrets", namespace, name))
         except client.ApiException as err:
             if err.status == 404:
                 raise SecretUnavailable(f"{where} does not exist") from err
@@ -149,7 +125,7 @@ class KubeGateway:
                     "modelSigning.secretKeyRefs=true)"
                 ) from err
             raise
-        value = (secret.data or {}).get(key)
+        value = (secret.get("data") or {}).get(key)
         if value is None:
             raise SecretUnavailable(f"{where} has no key {key!r}")
         return base64.b64decode(value)
@@ -157,25 +133,6 @@ class KubeGateway:
 
 def _model_selector(model: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY},{MODEL_LABEL}={model}"
-
-
-def _drain(response: Any) -> None:
-    """Read an answer nobody needs and give its connection back: one returned with unread
-    bytes would look dropped to the pool, which would open a new TLS connection instead."""
-    try:
-        response.data  # noqa: B018 (read, not decoded)
-    finally:
-        response.release_conn()
-
-
-def _json(response: Any) -> dict[str, Any]:
-    """The answer's object as plain JSON: the client's typed models cost more to build than
-    the request took, and nothing here reads them."""
-    try:
-        found = json.loads(response.data)
-    finally:
-        response.release_conn()
-    return found if isinstance(found, dict) else {}
 
 
 def connect(timeout: tuple[float, float] = TIMEOUT, connections: int = 16) -> KubeGateway:

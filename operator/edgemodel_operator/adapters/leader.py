@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from kubernetes import client
 
+from edgemodel_operator.adapters.rest import Rest, path
 from edgemodel_operator.reconcile.lease import Move, Observed, decide, observe, spec_for
 
 LOG = structlog.get_logger("edgemodel_operator.leader")
@@ -29,20 +30,12 @@ def identity() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
 
 
-def _lease(body: dict[str, Any]) -> client.V1Lease:
-    lease = client.V1Lease.from_dict(body)
-    if lease is None:
-        raise ValueError(f"not a Lease: {body!r}")
-    return lease
-
-
 class LeaseElector:
     def __init__(
         self, api: client.ApiClient, namespace: str, name: str, duration: float,
         timeout: tuple[float, float], me: str | None = None,
     ) -> None:  # fmt: skip
-        self._api = api
-        self._coordination = client.CoordinationV1Api(api)
+        self._rest = Rest(api, timeout)
         self.namespace, self.name = namespace, name
         self.duration = duration
         self.retry_period = max(1.0, duration / 7)
@@ -55,14 +48,14 @@ class LeaseElector:
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            lease = self._coordination.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=self._timeout
-            )
+            return self._rest.json("GET", self._path(self.name))
         except client.ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return dict(self._api.sanitize_for_serialization(lease))
+
+    def _path(self, name: str | None = None) -> str:
+        return path("coordination.k8s.io", "v1", "leases", self.namespace, name)
 
     def try_once(self) -> bool:
         """One round: read the Lease, then create, take or renew it if the rules allow."""
@@ -79,16 +72,11 @@ class LeaseElector:
             if move is Move.CREATE:
                 body = {"metadata": {"name": self.name, "namespace": self.namespace},
                         "spec": wanted}  # fmt: skip
-                self._coordination.create_namespaced_lease(
-                    self.namespace, _lease(body), _request_timeout=self._timeout
-                )
+                self._rest.send("POST", self._path(), body)
             else:
                 assert raw is not None
                 body = {**raw, "spec": {**(raw.get("spec") or {}), **wanted}}
-                self._coordination.replace_namespaced_lease(
-                    self.name, self.namespace, _lease(body),
-                    _request_timeout=self._timeout,
-                )  # fmt: skip
+                self._rest.send("PUT", self._path(self.name), body)
         except client.ApiException as err:
             if err.status in (404, 409):  # another replica moved first
                 return False
@@ -141,10 +129,7 @@ class LeaseElector:
                 return
             body = {**raw, "spec": {**raw["spec"], "holderIdentity": "",
                                     "leaseDurationSeconds": 1}}  # fmt: skip
-            self._coordination.replace_namespaced_lease(
-                self.name, self.namespace, _lease(body),
-                _request_timeout=self._timeout,
-            )  # fmt: skip
+            self._rest.send("PUT", self._path(self.name), body)
             LOG.info(f"Released the Lease {self.namespace}/{self.name}", identity=self.me)
         except Exception as err:
             LOG.warning("Could not release the leader Lease", error=str(err))

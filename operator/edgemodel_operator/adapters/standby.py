@@ -13,6 +13,8 @@ from threading import Thread
 import structlog
 from kubernetes import client, config
 
+from edgemodel_operator.adapters.rest import Rest
+
 LOG = structlog.get_logger("edgemodel_operator.standby")
 
 
@@ -20,14 +22,12 @@ def served(api: client.ApiClient, group: str, version: str, plural: str,
            timeout: tuple[float, float]) -> bool:  # fmt: skip
     """Whether the API server's discovery lists the resource (what kopf looks up)."""
     try:
-        found = client.CustomObjectsApi(api).get_api_resources(
-            group, version, _request_timeout=timeout
-        )
+        found = Rest(api, timeout).json("GET", f"/apis/{group}/{version}")
     except client.ApiException as err:
         if err.status == 404:
             return False
         raise
-    return any(r.name == plural for r in found.resources or [])
+    return any(r.get("name") == plural for r in found.get("resources") or [])
 
 
 def wait_until_served(
