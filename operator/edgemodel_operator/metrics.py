@@ -9,16 +9,49 @@ The gauges of an EdgeModel are dropped when it is deleted (forget)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgemodel_operator.api.names import REVISION_ANNOTATION, TARGET_LABEL
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONDITIONS = ("Ready", "Progressing", "Degraded", "RolledBack", "ImagesReady")
+# Where every EdgeModel stands after its last pass: name, help, labels after namespace and
+# edgemodel.
+GAUGES = {
+    "edgemodel_condition": (
+        "1 while the EdgeModel's condition is True, else 0; reason as in its status.",
+        ("condition", "reason"),
+    ),
+    "edgemodel_target_pods": (
+        "Pods of a target as its workload counts them: desired, ready, updated.",
+        ("target", "accelerator", "state"),
+    ),
+    "edgemodel_revision_pods": (
+        "Ready pods per revision and model version (version empty when the revision is "
+        "neither the spec's nor the stable one).",
+        ("revision", "version"),
+    ),
+    "edgemodel_rollout_units": (
+        "The rollout of the spec's revision in nodes (pods for a model without perNode "
+        "targets): total, updated (on it and Ready), failed (held back), unavailable.",
+        ("revision", "unit", "state"),
+    ),
+    "edgemodel_rollout_duration_seconds": (
+        "How long the last completed rollout took, from its start to its promotion.",
+        ("revision",),
+    ),
+    "edgemodel_analysis_value": (
+        "Last value of a rollout analysis metric for a target's candidate revision.",
+        ("target", "metric"),
+    ),
+}
 Key = tuple[str, str]  # namespace, EdgeModel
+Series = dict[tuple[str, ...], float]  # a gauge's labels after namespace and edgemodel: value
 
 
 class Metrics:
@@ -26,43 +59,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
         self._counters: dict[str, Counter] = {}
-        self._series: dict[Key, dict[Gauge, set[tuple[str, ...]]]] = {}
         self._reconcile = Histogram(
             "edgemodel_reconcile_duration_seconds", "Time one reconcile of an EdgeModel took.",
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self._condition = Gauge(
-            "edgemodel_condition",
-            "1 while the EdgeModel's condition is True, else 0; reason as in its status.",
-            ["namespace", "edgemodel", "condition", "reason"], registry=self.registry,
-        )  # fmt: skip
-        self._target_pods = Gauge(
-            "edgemodel_target_pods",
-            "Pods of a target as its workload counts them: desired, ready, updated.",
-            ["namespace", "edgemodel", "target", "accelerator", "state"], registry=self.registry,
-        )  # fmt: skip
-        self._revision_pods = Gauge(
-            "edgemodel_revision_pods",
-            "Ready pods per revision and model version (version empty when the revision is "
-            "neither the spec's nor the stable one).",
-            ["namespace", "edgemodel", "revision", "version"], registry=self.registry,
-        )  # fmt: skip
-        self._rollout = Gauge(
-            "edgemodel_rollout_units",
-            "The rollout of the spec's revision in nodes (pods for a model without perNode "
-            "targets): total, updated (on it and Ready), failed (held back), unavailable.",
-            ["namespace", "edgemodel", "revision", "unit", "state"], registry=self.registry,
-        )  # fmt: skip
-        self._rollout_seconds = Gauge(
-            "edgemodel_rollout_duration_seconds",
-            "How long the last completed rollout took, from its start to its promotion.",
-            ["namespace", "edgemodel", "revision"], registry=self.registry,
-        )  # fmt: skip
-        self._analysis_value = Gauge(
-            "edgemodel_analysis_value",
-            "Last value of a rollout analysis metric for a target's candidate revision.",
-            ["namespace", "edgemodel", "target", "metric"], registry=self.registry,
-        )  # fmt: skip
+        self._gauges = StatusGauges()
+        self.registry.register(self._gauges)
 
         # Declared up front, so that rules and dashboards find them before the first one.
         for name, help_, labels in (
@@ -96,19 +98,21 @@ class Metrics:
         """The gauges of one EdgeModel after a pass, from the status it wrote."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        now: dict[Gauge, dict[tuple[str, ...], float]] = {
-            self._condition: {}, self._target_pods: {}, self._revision_pods: {},
-            self._analysis_value: {}, self._rollout: {}, self._rollout_seconds: {},
-        }  # fmt: skip
+        conditions: Series = {}
+        targets: Series = {}
+        spread: Series = {}
+        units: Series = {}
+        durations: Series = {}
+        analysis: Series = {}
         for cond in status.get("conditions") or []:
             if cond.get("type") in CONDITIONS:
-                labels: tuple[str, ...] = (*key, str(cond["type"]), str(cond.get("reason", "")))
-                now[self._condition][labels] = 1.0 if cond.get("status") == "True" else 0.0
+                labels: tuple[str, ...] = (str(cond["type"]), str(cond.get("reason", "")))
+                conditions[labels] = 1.0 if cond.get("status") == "True" else 0.0
         for target in status.get("targets") or []:
             for state in ("desired", "ready", "updated"):
-                labels = (*key, str(target.get("name", "")), str(target.get("accelerator", "")),
+                labels = (str(target.get("name", "")), str(target.get("accelerator", "")),
                           state)  # fmt: skip
-                now[self._target_pods][labels] = float(target.get(state) or 0)
+                targets[labels] = float(target.get(state) or 0)
         versions = _versions(body, status)
         for pod in pods:
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
@@ -121,38 +125,61 @@ class Metrics:
                 and revision
                 and (pod.get("metadata") or {}).get("labels", {}).get(TARGET_LABEL)
             ):
-                labels = (*key, str(revision), versions.get(str(revision), ""))
-                now[self._revision_pods][labels] = now[self._revision_pods].get(labels, 0) + 1
+                labels = (str(revision), versions.get(str(revision), ""))
+                spread[labels] = spread.get(labels, 0) + 1
         rollout = status.get("rollout") or {}
         progress = rollout.get("progress") or {}
         revision = str(status.get("revision", ""))
         for state in ("total", "updated", "failed", "unavailable") if progress else ():
-            labels = (*key, revision, str(progress.get("unit", "")), state)
-            now[self._rollout][labels] = float(progress.get(state) or 0)
+            labels = (revision, str(progress.get("unit", "")), state)
+            units[labels] = float(progress.get(state) or 0)
         if "durationSeconds" in progress:
-            now[self._rollout_seconds][(*key, revision)] = float(progress["durationSeconds"])
+            durations[(revision,)] = float(progress["durationSeconds"])
         for result in (status.get("analysis") or {}).get("results") or []:
             if result.get("value") is not None:
-                labels = (*key, str(result.get("target", "")), str(result.get("metric", "")))
-                now[self._analysis_value][labels] = float(result["value"])
-        with self._lock:
-            held = self._series.setdefault(key, {})
-            for gauge, values in now.items():
-                for gone in held.get(gauge, set()) - set(values):
-                    gauge.remove(*gone)
-                for series, value in values.items():
-                    gauge.labels(*series).set(value)
-                held[gauge] = set(values)
+                labels = (str(result.get("target", "")), str(result.get("metric", "")))
+                analysis[labels] = float(result["value"])
+        gauges = {
+            "edgemodel_condition": conditions, "edgemodel_target_pods": targets,
+            "edgemodel_revision_pods": spread, "edgemodel_rollout_units": units,
+            "edgemodel_rollout_duration_seconds": durations, "edgemodel_analysis_value": analysis,
+        }  # fmt: skip
+        self._gauges.set(key, {name: series for name, series in gauges.items() if series})
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the gauges of a deleted EdgeModel."""
-        with self._lock:
-            for gauge, labels in self._series.pop((namespace, name), {}).items():
-                for one in labels:
-                    gauge.remove(*one)
+        self._gauges.set((namespace, name), None)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StatusGauges(Collector):
+    """The gauges of every EdgeModel, kept as plain values and made into metric families
+    when scraped. prometheus-client's labelled gauges keep an object and a lock per series:
+    with about twenty series per EdgeModel, a thousand models held ~13 MiB in them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[Key, dict[str, Series]] = {}
+
+    def set(self, key: Key, gauges: dict[str, Series] | None) -> None:
+        """One model's series by gauge name (None: it has none, it was deleted)."""
+        with self._lock:
+            if gauges is None:
+                self._models.pop(key, None)
+            else:
+                self._models[key] = gauges  # replaced whole, never changed in place
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            models = list(self._models.items())
+        for name, (help_, labels) in GAUGES.items():
+            family = GaugeMetricFamily(name, help_, labels=["namespace", "edgemodel", *labels])
+            for key, gauges in models:
+                for series, value in gauges.get(name, {}).items():
+                    family.add_metric([*key, *series], value)
+            yield family
 
 
 def _versions(body: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, str]:
