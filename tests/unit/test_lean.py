@@ -70,3 +70,31 @@ def test_a_workloads_pod_template_spec_is_kept_packed_and_reads_back_equal() -> 
     assert json.loads(json.dumps(pod_spec)) == packed.decoded()
     assert sys.getsizeof(packed) + sys.getsizeof(packed._text) < 400
     assert workload["spec"]["template"]["spec"] is pod_spec, "the object itself is untouched"
+
+
+def test_a_child_is_indexed_packed_whole_and_observed_decoded() -> None:
+    import asyncio
+
+    import kopf
+
+    from edgemodel_operator.handlers.edgemodel import children_index
+    from edgemodel_operator.handlers.passes import observe
+    from edgemodel_operator.reconcile.observed import Packed
+
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "m-cpu", "namespace": "ns", "managedFields": [{"m": 1}],
+                            "labels": {"app.kubernetes.io/managed-by": "edgemodel-operator",
+                                       "edgeai.dev/edgemodel": "m"}},
+               "spec": {"ports": [{"port": 8000}]}}  # fmt: skip
+    kept = asyncio.run(children_index("Service")(body=kopf.Body(json.loads(json.dumps(service)))))
+    assert list(kept) == [("ns", "m")]
+    assert isinstance(kept["ns", "m"], Packed) and "managedFields" not in repr(kept)
+    index = {
+        "nodes_index": {},
+        "pods_index": {},
+        "services_index": {("ns", "m"): [kept["ns", "m"]]},
+    }
+    observed = observe(("ns", "m"), index)
+    del service["metadata"]["managedFields"]
+    assert observed.children == [service]
+    assert type(observed.children[0]["spec"]) is dict  # decoded once, read as plain dicts

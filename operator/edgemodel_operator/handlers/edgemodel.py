@@ -30,7 +30,7 @@ from edgemodel_operator.handlers.settings import CompactDiffBase, apply_timeouts
 from edgemodel_operator.handlers.wakeups import Wakeups
 from edgemodel_operator.handlers.workers import Run, Worker, Workers
 from edgemodel_operator.reconcile import wakeups as w
-from edgemodel_operator.reconcile.observed import lean
+from edgemodel_operator.reconcile.observed import Packed, lean, packed
 from edgemodel_operator.reconcile.plan import accelerators_of
 
 STOP_SECONDS = 5.0  # at exit, a worker's pass this long under way is cancelled
@@ -46,9 +46,9 @@ async def nodes_index(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
 
 
 def children_index(kind: str) -> Any:
-    async def index(body: kopf.Body, **_: Any) -> dict[w.Key, dict[str, Any]]:
+    async def index(body: kopf.Body, **_: Any) -> dict[w.Key, Packed]:
         key = _key(body)
-        return {key: {**lean(body), "kind": kind}} if key else {}
+        return {key: packed({**body, "kind": kind})} if key else {}
 
     index.__name__ = f"{kind.lower()}s_index"
     return index
@@ -83,12 +83,12 @@ def passes_of(memo: kopf.Memo) -> Run:
     components, wakeups = memo.components, memo.wakeups
 
     async def run(key: w.Key, worker: Worker, indices: Mapping[str, Any]) -> None:
-        wake = wakeups.join(key, accelerators_of(worker.body))
+        wake = wakeups.join(key, accelerators_of(worker.body.decoded()))
         passes = Passes(key, components, memo.executor, indices, wakeups.__len__)
         try:
             while not worker.stopped.is_set():
                 wake.clear()
-                body = worker.body
+                body = worker.body.decoded()
                 wakeups.update(key, accelerators_of(body))
                 wait, pause = await passes.run(kopf.Body(cast(kopf.RawBody, body)))
                 woken = await wakeups.wait(wake, worker.stopped, wait)

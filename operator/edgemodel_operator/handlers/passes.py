@@ -97,8 +97,8 @@ def _cause(err: Exception) -> str:
 def observe(key: w.Key, indices: Any) -> Observed:
     return Observed(
         nodes=list(indices["nodes_index"].get(None, [])),
-        children=[c for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
-                  for c in indices[f"{kind.lower()}s_index"].get(key, [])],
+        children=[c.decoded() for kind, *_ in CHILDREN if f"{kind.lower()}s_index" in indices
+                  for c in indices[f"{kind.lower()}s_index"].get(key, [])],  # kept packed
         pods=list(indices["pods_index"].get(key, [])),
     )  # fmt: skip
 
@@ -142,6 +142,8 @@ class Passes:
         current = dict(body)
         if self.mine is not None and current["metadata"].get("resourceVersion") == self.mine[0]:
             current = {**current, "status": self.mine[1]}
+        else:
+            self.mine = None  # the watch has brought a later version: no need to keep it
         return current
 
     async def run(self, body: kopf.Body) -> tuple[float, float]:

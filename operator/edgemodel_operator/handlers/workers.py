@@ -4,7 +4,7 @@ deleted, leaves the operator's selector, or the operator stops.
 Plain tasks rather than kopf daemons: a daemon needs kopf's finalizer on every EdgeModel (a
 write per model, another at its deletion, and a namespace that cannot be deleted once the
 operator is gone) and keeps the whole last-seen object, managedFields and all, for each. A
-worker keeps the lean copy of its model's latest version."""
+worker keeps its model's latest version packed (compact JSON), decoded once per pass."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from edgemodel_operator.reconcile.observed import lean
+from edgemodel_operator.reconcile.observed import Packed, packed
 
 LOG = structlog.get_logger("edgemodel_operator")
 Key = tuple[str, str]  # namespace, EdgeModel name
@@ -25,7 +25,7 @@ RESTART_SECONDS = 5.0  # after a worker failed outside its passes (they catch th
 
 @dataclass
 class Worker:
-    body: dict[str, Any]  # the model as its latest watch event showed it (lean)
+    body: Packed  # the model as its latest watch event showed it
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     deleted: bool = False  # stopped because the model was deleted (not the operator)
     task: asyncio.Task[None] | None = None
@@ -48,9 +48,9 @@ class Workers:
         """The model's latest version: its worker reads it from its next pass on; started
         here if none runs (after the one of a model of the same name deleted before)."""
         if (worker := self._running.get(key)) is not None:
-            worker.body = lean(body)
+            worker.body = packed(body)
             return
-        worker = self._running[key] = Worker(lean(body))
+        worker = self._running[key] = Worker(packed(body))
         before = self._stopping.get(key)
         worker.task = asyncio.create_task(self._supervise(key, worker, indices, before))
 
