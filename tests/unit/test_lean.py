@@ -97,4 +97,5 @@ def test_a_child_is_indexed_packed_whole_and_observed_decoded() -> None:
     observed = observe(("ns", "m"), index)
     del service["metadata"]["managedFields"]
     assert observed.children == [service]
-    assert type(observed.children[0]["spec"]) is dict  # decoded once, read as plain dicts
+    child = observed.children[0]
+    assert type(child) is dict and type(child["spec"]) is dict  # decoded once, plain dicts
