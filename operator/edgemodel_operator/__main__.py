@@ -24,6 +24,7 @@ def main() -> int:
     registry = kopf.OperatorRegistry()
     edgemodel.register(registry, config)
     elector = startup.prepare(config)  # leads, and the CRD is served
+    startup.settle_collector()
     try:
         kopf.run(
             registry=registry,
