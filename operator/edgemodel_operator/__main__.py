@@ -24,7 +24,6 @@ def main() -> int:
     registry = kopf.OperatorRegistry()
     edgemodel.register(registry, config)
     elector = startup.prepare(config)  # leads, and the CRD is served
-    startup.settle_collector()
     try:
         kopf.run(
             registry=registry,

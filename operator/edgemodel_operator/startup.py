@@ -3,7 +3,6 @@ and wait until the EdgeModel CRD is served, answering the liveness probe meanwhi
 
 from __future__ import annotations
 
-import gc
 import os
 
 import structlog
@@ -33,21 +32,6 @@ def prepare(config: Config) -> LeaseElector | None:
     finally:
         health.shutdown()
         health.server_close()
-
-
-# Full collections after this many younger ones rather than Python's 10. With the defaults,
-# 1,000 EdgeModels ran 71 full collections of 0.3-0.5 s each while the indices grew.
-FULL_COLLECTION_AFTER = 1000
-
-
-def settle_collector() -> None:
-    """Keep Python's full garbage collections few and short: what is loaded by now (modules,
-    the client, the config) lives as long as the process, so the collector stops scanning
-    it, and the young generations are still collected as often as by default."""
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def _lost(why: str) -> None:
