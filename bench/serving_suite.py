@@ -149,7 +149,7 @@ def suite_serving(size: str, work: Path) -> dict[str, Any]:
     want = ort.InferenceSession(str(model.model), providers=["CPUExecutionProvider"]).run(
         ["probabilities"], {"input": row})[0]  # fmt: skip
     sys.path.insert(0, str(ROOT / "images" / "server"))
-    from edgemodel_server.workers import usable_cpus
+    from edgemodel_server.cpus import usable_cpus
 
     cores = usable_cpus()
     with_kserve = os.environ.get("BENCH_KSERVE", "1") != "0"  # 0: ours only (the smoke test)

@@ -22,7 +22,7 @@ from digits import DigitsModel
 
 from edgemodel_server.app import ModelServer, create_server, drain
 from edgemodel_server.config import ConfigError, ServerConfig, load_config
-from edgemodel_server.workers import usable_cpus
+from edgemodel_server.cpus import usable_cpus
 
 SERVER_SRC = Path(__file__).resolve().parents[2] / "images" / "server"
 MODEL = "digits"

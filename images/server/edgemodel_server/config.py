@@ -6,15 +6,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgemodel_server.cpus import usable_cpus
+
 ACCELERATORS = ("cpu", "gpu", "npu")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "original")  # original: served as published
 LOG_FORMATS = ("json", "text")
-
-
-def usable_cpus() -> int:
-    from edgemodel_server.workers import usable_cpus as cpus
-
-    return cpus()
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -13,7 +13,6 @@ worker's status, so the container restarts as a whole.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -22,27 +21,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import FrameType
 
 from edgemodel_server.config import ServerConfig
+from edgemodel_server.cpus import usable_cpus
 from edgemodel_server.metrics import MULTIPROC_ENV, worker_exited
 
 log = logging.getLogger("edgemodel_server")
 WORKER_ENV = "EDGEMODEL_WORKER_INDEX"  # set in the workers' environment
-
-
-def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    count = cores or 1
-    try:
-        quota, period = cgroup.read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return count
 
 
 def _free_port(host: str) -> int:

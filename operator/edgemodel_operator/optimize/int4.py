@@ -22,8 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgemodel_operator.optimize.errors import OptimizeError
-from edgemodel_operator.optimize.int8 import preprocess
-from edgemodel_operator.optimize.prepare import all_graphs, dedupe_initializers
+from edgemodel_operator.optimize.prepare import all_graphs, dedupe_initializers, preprocess
 
 OPSET = 21  # DequantizeLinear with int4 and block_size
 BLOCK = 32

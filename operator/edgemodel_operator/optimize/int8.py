@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime import quantization
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgemodel_operator.optimize.errors import OptimizeError
-from edgemodel_operator.optimize.prepare import prepare
+from edgemodel_operator.optimize.int4 import quantize_weights
+from edgemodel_operator.optimize.prepare import dedupe_initializers, preprocess
 from edgemodel_operator.optimize.samples import Feed, Samples
 
 CALIBRATION_ROWS = 256
@@ -101,21 +101,6 @@ def _has_gemm(model: Path) -> bool:
     return any(node.op_type == "Gemm" for node in onnx.load(str(model)).graph.node)
 
 
-def preprocess(source: Path, dest: Path, min_opset: int = 13) -> Path:
-    """Weights as initializers at opset >= 13, then onnxruntime's recommended step before
-    quantizing: graph optimizations (Conv+BatchNormalization, MatMul+Add into Gemm,
-    constant folding) and shape inference (symbolic inference skipped: it needs sympy)."""
-    with tempfile.TemporaryDirectory(prefix="prep-") as work:
-        ready = prepare(source, Path(work) / "ready.onnx", min_opset)
-        try:
-            quant_pre_process(ready, dest, skip_symbolic_shape=True)
-        except Exception as err:
-            raise OptimizeError(
-                f"pre-processing {source.name} for quantization failed: {err}"
-            ) from err
-    return dest
-
-
 def quantize_dynamic(source: Path, dest: Path) -> Path:
     """Write the dynamically quantized model (int8 weights) to `dest` and return it."""
     with tempfile.TemporaryDirectory(prefix="int8-") as work:
@@ -167,9 +152,6 @@ def _weights_left_in_subgraphs(path: Path) -> None:
     """QDQ quantization does not enter If/Loop bodies (Silero VAD keeps its LSTM there):
     store the float weights left there as int8 with a DequantizeLinear (weight-only). The
     top graph's float weights were left float on purpose (the small first layer)."""
-    from edgemodel_operator.optimize.int4 import quantize_weights
-    from edgemodel_operator.optimize.prepare import dedupe_initializers
-
     model = onnx.load(str(path))
     if quantize_weights(model, bits=8, subgraphs_only=True) + dedupe_initializers(model):
         onnx.save(model, str(path))

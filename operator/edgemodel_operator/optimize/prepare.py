@@ -7,10 +7,12 @@ per-channel QDQ needs opset >= 13 (QuantizeLinear's axis), int4 needs opset 21.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import onnx
 from onnx import numpy_helper, version_converter
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgemodel_operator.optimize.errors import OptimizeError
 
@@ -92,4 +94,19 @@ def prepare(source: Path, dest: Path, min_opset: int = MIN_OPSET) -> Path:
     except Exception as err:  # onnx raises its own errors, ValueErrors and RuntimeErrors
         raise OptimizeError(f"could not prepare {source.name} for quantization: {err}") from err
     onnx.save(model, str(dest))
+    return dest
+
+
+def preprocess(source: Path, dest: Path, min_opset: int = MIN_OPSET) -> Path:
+    """Weights as initializers at opset >= 13, then onnxruntime's recommended step before
+    quantizing: graph optimizations (Conv+BatchNormalization, MatMul+Add into Gemm,
+    constant folding) and shape inference (symbolic inference skipped: it needs sympy)."""
+    with tempfile.TemporaryDirectory(prefix="prep-") as work:
+        ready = prepare(source, Path(work) / "ready.onnx", min_opset)
+        try:
+            quant_pre_process(ready, dest, skip_symbolic_shape=True)
+        except Exception as err:
+            raise OptimizeError(
+                f"pre-processing {source.name} for quantization failed: {err}"
+            ) from err
     return dest
