@@ -8,11 +8,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from edgemodel_operator.api.accelerators import ACCELERATORS
 from edgemodel_operator.api.errors import InvalidSpec
+from edgemodel_operator.api.fields import (
+    fraction,
+    integer,
+    mapping,
+    node_selector,
+    number,
+    resources,
+    string,
+    tolerations,
+)
 
 DEFAULT_PRECISION = {"gpu": "fp16", "npu": "int8", "cpu": "int8"}
 ALLOWED_PRECISION = {
@@ -28,18 +37,6 @@ _PRINTABLE = re.compile(r"^[ -~]+$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_UNAVAILABLE = re.compile(r"^[0-9]+%?$")
 _MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-# Label keys and values, and quantities, as Kubernetes validates them in a Pod spec.
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-_QUANTITY = re.compile(
-    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-TOLERATION_OPERATORS = ("Exists", "Equal")
-TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 @dataclass(frozen=True)
@@ -169,32 +166,6 @@ class EdgeModelSpec:
     rollout: Rollout = Rollout()
 
 
-def _map(raw: Any, where: str) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise InvalidSpec(f"{where} must be an object")
-    return raw
-
-
-def _str(raw: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        if required:
-            raise InvalidSpec(f"{where}.{key} is required")
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidSpec(f"{where}.{key} must be a non-empty string")
-    return value
-
-
-def _int(raw: Mapping[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidSpec(f"{where}.{key} must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
 def check_name(name: str) -> None:
     """metadata.name names the targets' Services: a DNS label of at most 40 characters."""
     if len(name) > 40 or not _MODEL_NAME.match(name):
@@ -205,95 +176,15 @@ def check_name(name: str) -> None:
         )
 
 
-def _selector(raw: Any, where: str) -> dict[str, str]:
-    """Labels a node must carry: label keys and values, as in a Pod's nodeSelector."""
-    selector = _map(raw, where)
-    for key, value in selector.items():
-        if not isinstance(key, str) or len(key) > 317 or not _LABEL_KEY.match(key):
-            raise InvalidSpec(f"{where}: {key!r} is not a label key")
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise InvalidSpec(f"{where}.{key}: {value!r} is not a label value")
-    return {str(k): str(v) for k, v in selector.items()}
-
-
-def _tolerations(raw: Any, where: str) -> tuple[Mapping[str, Any], ...]:
-    if not isinstance(raw, list):
-        raise InvalidSpec(f"{where} must be a list")
-    for i, t in enumerate(raw):
-        at = f"{where}[{i}]"
-        t = _map(t, at)
-        key, operator, value = t.get("key", ""), t.get("operator", "Equal"), t.get("value", "")
-        if not isinstance(key, str) or (key and (len(key) > 317 or not _LABEL_KEY.match(key))):
-            raise InvalidSpec(f"{at}.key {key!r} is not a label key")
-        if operator not in TOLERATION_OPERATORS:
-            raise InvalidSpec(f"{at}.operator must be Exists or Equal, got {operator!r}")
-        if not key and operator != "Exists":
-            raise InvalidSpec(f"{at}: a toleration without a key must have operator Exists")
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise InvalidSpec(f"{at}.value {value!r} is not a label value")
-        if operator == "Exists" and value:
-            raise InvalidSpec(f"{at}: a toleration with operator Exists takes no value")
-        effect = t.get("effect")
-        if effect is not None and effect not in TAINT_EFFECTS:
-            raise InvalidSpec(f"{at}.effect must be one of {', '.join(TAINT_EFFECTS)}")
-        if "tolerationSeconds" in t and effect != "NoExecute":
-            raise InvalidSpec(f"{at}.tolerationSeconds is only for effect NoExecute")
-    return tuple(dict(t) for t in raw)
-
-
-_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-           "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-           "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10),
-           "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-           "Pi": Decimal(2**50), "Ei": Decimal(2**60)}  # fmt: skip
-
-
-def quantity(amount: int | str) -> Decimal:
-    """A Kubernetes quantity's value ("500m" is 0.5, "1Ki" 1024); ValueError if it is none."""
-    if isinstance(amount, int):
-        return Decimal(amount)
-    match = re.match(r"^\+?([0-9]*\.?[0-9]*)(([KMGTPE]i)|[numkMGTPE]|[eE][-+]?[0-9]+)?$", amount)
-    if not match or not _QUANTITY.match(amount):
-        raise ValueError(amount)
-    number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    if suffix in _SUFFIX:
-        return number * _SUFFIX[suffix]
-    return number.scaleb(int(suffix[1:]))  # 1e3, 2E-3
-
-
-def _resources(raw: Any, where: str) -> dict[str, Any]:
-    resources = dict(_map(raw, where))
-    amounts: dict[str, dict[str, Decimal]] = {}
-    for part in ("requests", "limits"):
-        for name, amount in _map(resources.get(part), f"{where}.{part}").items():
-            ok = (isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0) or (
-                isinstance(amount, str) and len(amount) <= 32 and _QUANTITY.match(amount)
-            )
-            if not ok:
-                raise InvalidSpec(
-                    f"{where}.{part}.{name} must be a quantity of 0 or more, such as 500m, "
-                    f"1 or 512Mi, got {amount!r}"
-                )
-            device = "/" in name and not name.startswith("hugepages-")
-            if device and not re.match(r"^\+?[0-9]+$", str(amount)):
-                raise InvalidSpec(f"{where}.{part}.{name}: a device takes a whole number")
-            amounts.setdefault(part, {})[name] = quantity(amount)
-    for name, request in amounts.get("requests", {}).items():
-        limit = amounts.get("limits", {}).get(name)
-        if limit is not None and request > limit:
-            raise InvalidSpec(f"{where}.requests.{name} may not exceed its limit")
-    return resources
-
-
 def _model(raw: Mapping[str, Any]) -> ModelSource:
     where = "spec.model"
-    uri = _str(raw, "uri", where, required=True) or ""
+    uri = string(raw, "uri", where, required=True) or ""
     if not _URI.match(uri):
         raise InvalidSpec(f"{where}.uri must start with http://, https:// or file://, got {uri!r}")
-    sha = _str(raw, "sha256", where, required=True) or ""
+    sha = string(raw, "sha256", where, required=True) or ""
     if not _SHA256.match(sha):
         raise InvalidSpec(f"{where}.sha256 must be 64 lowercase hex characters")
-    version = _str(raw, "version", where, required=True) or ""
+    version = string(raw, "version", where, required=True) or ""
     if len(version) > 63 or not _PRINTABLE.match(version):
         raise InvalidSpec(f"{where}.version must be at most 63 printable ASCII characters")
     fmt = raw.get("format", "onnx")
@@ -307,39 +198,30 @@ def _model(raw: Mapping[str, Any]) -> ModelSource:
 
 def _signature(raw: Any) -> ModelSignature:
     where = "spec.model.signature"
-    s = _map(raw, where)
-    uri = _str(s, "uri", where, required=True) or ""
+    s = mapping(raw, where)
+    uri = string(s, "uri", where, required=True) or ""
     if not _URI.match(uri):
         raise InvalidSpec(f"{where}.uri must start with http://, https:// or file://, got {uri!r}")
     ref = None
     if "keySecretRef" in s:
-        r = _map(s["keySecretRef"], f"{where}.keySecretRef")
-        name = _str(r, "name", f"{where}.keySecretRef", required=True) or ""
-        key = _str(r, "key", f"{where}.keySecretRef", required=True) or ""
+        r = mapping(s["keySecretRef"], f"{where}.keySecretRef")
+        name = string(r, "name", f"{where}.keySecretRef", required=True) or ""
+        key = string(r, "key", f"{where}.keySecretRef", required=True) or ""
         ref = SecretKeyRef(name, key)
     return ModelSignature(uri=uri, key_secret_ref=ref)
 
 
-def _fraction(raw: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise InvalidSpec(f"{where}.{key} must be a number between 0 and 1, got {value!r}")
-    return float(value)
-
-
 def _validation(raw: Any) -> Validation:
     where = "spec.model.validation"
-    v = _map(raw, where)
-    samples = _str(v, "samplesUri", where)
-    calibration = _str(v, "calibrationUri", where)
+    v = mapping(raw, where)
+    samples = string(v, "samplesUri", where)
+    calibration = string(v, "calibrationUri", where)
     for key, uri in (("samplesUri", samples), ("calibrationUri", calibration)):
         if uri is not None and not _URI.match(uri):
             raise InvalidSpec(f"{where}.{key} must start with http://, https:// or file://")
     rows = None
     if "calibrationRows" in v:
-        rows = _int(v, "calibrationRows", where, 1, 1, 100_000)
+        rows = integer(v, "calibrationRows", where, 1, 1, 100_000)
         if calibration is not None:
             raise InvalidSpec(f"{where}: set calibrationUri or calibrationRows, not both")
         if samples is None:
@@ -350,22 +232,22 @@ def _validation(raw: Any) -> Validation:
     outputs = v.get("outputs") or []
     if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
         raise InvalidSpec(f"{where}.outputs must be a list of output names")
-    drop = _fraction(v, "maxAccuracyDrop", where)
+    drop = fraction(v, "maxAccuracyDrop", where)
     return Validation(
         samples_uri=samples,
         max_accuracy_drop=0.01 if drop is None else drop,
         calibration_uri=calibration,
         calibration_rows=rows,
         mode=mode,
-        min_cosine_similarity=_fraction(v, "minCosineSimilarity", where),
-        max_relative_error=_fraction(v, "maxRelativeError", where),
+        min_cosine_similarity=fraction(v, "minCosineSimilarity", where),
+        max_relative_error=fraction(v, "maxRelativeError", where),
         outputs=tuple(outputs),
     )
 
 
 def _target(raw: Mapping[str, Any], index: int) -> Target:
     where = f"spec.targets[{index}]"
-    name = _str(raw, "name", where, required=True) or ""
+    name = string(raw, "name", where, required=True) or ""
     if not _NAME.match(name) or len(name) > 20:
         raise InvalidSpec(f"{where}.name {name!r} must be a DNS label of at most 20 characters")
     accelerator = raw.get("accelerator")
@@ -380,11 +262,11 @@ def _target(raw: Mapping[str, Any], index: int) -> Target:
         raise InvalidSpec(f"{where}.placement must be perNode or replicas, got {placement!r}")
     if placement == "perNode" and "replicas" in raw:
         raise InvalidSpec(f"{where}.replicas may only be set when placement is replicas")
-    replicas = _int(raw, "replicas", where, 1, 0, 1000)
+    replicas = integer(raw, "replicas", where, 1, 0, 1000)
     fallback = raw.get("fallback")
     if fallback is not None and (fallback not in ACCELERATORS or fallback == accelerator):
         raise InvalidSpec(f"{where}.fallback must be another accelerator than {accelerator}")
-    image = _str(raw, "image", where)
+    image = string(raw, "image", where)
     if image is not None and not re.match(r"^[!-~]+$", image):
         raise InvalidSpec(f"{where}.image must be printable ASCII without spaces, got {image!r}")
     return Target(
@@ -395,38 +277,38 @@ def _target(raw: Mapping[str, Any], index: int) -> Target:
         replicas=replicas,
         fallback=fallback,
         image=image,
-        node_selector=_selector(raw.get("nodeSelector"), f"{where}.nodeSelector"),
-        tolerations=_tolerations(raw.get("tolerations") or [], f"{where}.tolerations"),
-        resources=_resources(raw.get("resources"), f"{where}.resources"),
+        node_selector=node_selector(raw.get("nodeSelector"), f"{where}.nodeSelector"),
+        tolerations=tolerations(raw.get("tolerations") or [], f"{where}.tolerations"),
+        resources=resources(raw.get("resources"), f"{where}.resources"),
     )
 
 
 def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
     """Typed spec with defaults filled; InvalidSpec names the first field that is wrong."""
-    model = _model(_map(raw.get("model"), "spec.model"))
+    model = _model(mapping(raw.get("model"), "spec.model"))
     raw_targets = raw.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         raise InvalidSpec("spec.targets must list at least one target")
-    targets = tuple(_target(_map(t, f"spec.targets[{i}]"), i) for i, t in enumerate(raw_targets))
+    targets = tuple(_target(mapping(t, f"spec.targets[{i}]"), i) for i, t in enumerate(raw_targets))
     names = [t.name for t in targets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InvalidSpec(f"spec.targets: target names must be unique, repeated: {duplicates}")
 
-    serving_raw = _map(raw.get("serving"), "spec.serving")
-    probe_raw = _map(serving_raw.get("probe"), "spec.serving.probe")
+    serving_raw = mapping(raw.get("serving"), "spec.serving")
+    probe_raw = mapping(serving_raw.get("probe"), "spec.serving.probe")
     pw = "spec.serving.probe"
     probe = Probe(
-        period_seconds=_int(probe_raw, "periodSeconds", pw, 5, 1, 300),
-        timeout_seconds=_int(probe_raw, "timeoutSeconds", pw, 2, 1, 60),
-        failure_threshold=_int(probe_raw, "failureThreshold", pw, 3, 1, 30),
-        startup_timeout_seconds=_int(probe_raw, "startupTimeoutSeconds", pw, 300, 10, 3600),
+        period_seconds=integer(probe_raw, "periodSeconds", pw, 5, 1, 300),
+        timeout_seconds=integer(probe_raw, "timeoutSeconds", pw, 2, 1, 60),
+        failure_threshold=integer(probe_raw, "failureThreshold", pw, 3, 1, 30),
+        startup_timeout_seconds=integer(probe_raw, "startupTimeoutSeconds", pw, 300, 10, 3600),
     )
     serving = Serving(
-        port=_int(serving_raw, "port", "spec.serving", 8080, 1024, 65535), probe=probe
+        port=integer(serving_raw, "port", "spec.serving", 8080, 1024, 65535), probe=probe
     )
 
-    rollout_raw = _map(raw.get("rollout"), "spec.rollout")
+    rollout_raw = mapping(raw.get("rollout"), "spec.rollout")
     max_unavailable = rollout_raw.get("maxUnavailable", "25%")
     if isinstance(max_unavailable, bool) or not (
         (isinstance(max_unavailable, int) and max_unavailable >= 0)
@@ -439,16 +321,16 @@ def parse_spec(raw: Mapping[str, Any]) -> EdgeModelSpec:
     if not isinstance(auto_rollback, bool):
         raise InvalidSpec("spec.rollout.autoRollback must be true or false")
     rollout = Rollout(
-        progress_deadline_seconds=_int(
+        progress_deadline_seconds=integer(
             rollout_raw, "progressDeadlineSeconds", "spec.rollout", 120, 10, 3600
         ),
         max_unavailable=max_unavailable,
         auto_rollback=auto_rollback,
         waves=_waves(rollout_raw.get("waves") or []),
-        success_threshold=_int(rollout_raw, "successThreshold", "spec.rollout", 100, 1, 100),
+        success_threshold=integer(rollout_raw, "successThreshold", "spec.rollout", 100, 1, 100),
         canary_selector={
             str(k): str(v)
-            for k, v in _map(
+            for k, v in mapping(
                 rollout_raw.get("canarySelector"), "spec.rollout.canarySelector"
             ).items()
         },
@@ -463,44 +345,35 @@ def _waves(raw: Any) -> tuple[Wave, ...]:
     waves = []
     for i, entry in enumerate(raw):
         where = f"spec.rollout.waves[{i}]"
-        w = _map(entry, where)
+        w = mapping(entry, where)
         if ("percent" in w) == ("count" in w):
             raise InvalidSpec(f"{where} must set exactly one of percent or count")
         if "percent" in w:
-            waves.append(Wave(percent=_int(w, "percent", where, 100, 1, 100)))
+            waves.append(Wave(percent=integer(w, "percent", where, 100, 1, 100)))
         else:
-            waves.append(Wave(count=_int(w, "count", where, 1, 1, 100000)))
+            waves.append(Wave(count=integer(w, "count", where, 1, 1, 100000)))
     return tuple(waves)
-
-
-def _number(raw: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidSpec(f"{where}.{key} must be a number, got {value!r}")
-    return float(value)
 
 
 def _analysis(raw: Any) -> Analysis:
     where = "spec.rollout.analysis"
-    a = _map(raw, where)
-    window = _int(a, "windowSeconds", where, 60, 10, 3600)
+    a = mapping(raw, where)
+    window = integer(a, "windowSeconds", where, 60, 10, 3600)
     entries = a.get("metrics")
     if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
         raise InvalidSpec(f"{where}.metrics must list 1 to 10 metrics")
     metrics = []
     for i, entry in enumerate(entries):
         at = f"{where}.metrics[{i}]"
-        m = _map(entry, at)
-        name = _str(m, "name", at, required=True) or ""
+        m = mapping(entry, at)
+        name = string(m, "name", at, required=True) or ""
         if not _NAME.match(name) or len(name) > 40:
             raise InvalidSpec(f"{at}.name {name!r} must be a DNS label of at most 40 characters")
         kind = m.get("type")
         if kind not in ANALYSIS_TYPES:
             raise InvalidSpec(f"{at}.type must be ErrorRate, LatencyP99 or Query, got {kind!r}")
-        low, high = _number(m, "min", at), _number(m, "max", at)
-        query = _str(m, "query", at)
+        low, high = number(m, "min", at), number(m, "max", at)
+        query = string(m, "query", at)
         if (kind == "Query") != (query is not None):
             raise InvalidSpec(f"{at}.query must be set for type Query, and only for it")
         if low is None and high is None:
