@@ -118,3 +118,25 @@ def add_image_status(
     if validated is not None:
         status["conditions"] = c.set_condition(status["conditions"], c.VALIDATED, *validated,
                                                generation, now)  # fmt: skip
+
+
+def pending_status(
+    previous: Mapping[str, Any], states: Mapping[str, ImageState], generation: int, now: datetime
+) -> dict[str, Any]:
+    """Status while images are built or failed: nothing is applied, what runs keeps running."""
+    failed = {k: s for k, s in states.items() if s.state == "Failed"}
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    if failed:
+        key, first = sorted(failed.items())[0]
+        message = f"Image {key}: {first.message}"
+        conds = c.set_condition(
+            conds, c.IMAGES_READY, False, first.reason, message, generation, now
+        )
+        conds = c.set_condition(conds, c.DEGRADED, True, first.reason, message, generation, now)
+        phase = "Failed" if first.terminal else "Building"
+    else:
+        building = "; ".join(f"{k}: {s.message}" for k, s in sorted(states.items())
+                             if s.state == "Building")  # fmt: skip
+        conds = c.set_condition(conds, c.IMAGES_READY, False, c.BUILDING, building, generation, now)
+        phase = "Building"
+    return {**previous, "observedGeneration": generation, "phase": phase, "conditions": conds}

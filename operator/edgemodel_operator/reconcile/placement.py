@@ -8,7 +8,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgemodel_operator.api.accelerators import AcceleratorProfile
-from edgemodel_operator.api.spec import ALLOWED_PRECISION, DEFAULT_PRECISION, Target
+from edgemodel_operator.api.spec import (
+    ALLOWED_PRECISION,
+    DEFAULT_PRECISION,
+    EdgeModelSpec,
+    Target,
+)
 from edgemodel_operator.reconcile.observed import CONTROLLER_TAINTS, NodeInfo
 
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
@@ -179,3 +184,35 @@ def no_image_text(placement: Placement, limit: int = 5) -> str:
         f"{f' and {more} more' if more > 0 else ''}: the {variant} image serves "
         f"{', '.join(placement.archs or ())} only"
     )
+
+
+def place_targets(
+    spec: EdgeModelSpec, nodes: Sequence[NodeInfo], accelerators: Mapping[str, AcceleratorProfile],
+    archs: Mapping[str, Sequence[str]] | None = None,
+    server_archs: Mapping[str, Sequence[str]] | None = None,
+) -> list[Placement]:  # fmt: skip
+    """Each target's placement, only on nodes of the architectures its image serves: its
+    built image's (`archs`, by variant), else its server image's (`server_archs`, by
+    accelerator); a target's own image is taken as it is. A target whose image runs on
+    none of its nodes goes to its fallback, like one whose hardware is missing."""
+
+    def narrow(p: Placement) -> Placement:
+        if p.target.image:
+            return p
+        built = (archs or {}).get(variant_key(p.accelerator, p.precision))
+        served = built if built is not None else (server_archs or {}).get(p.accelerator)
+        return for_architectures(p, served, nodes)
+
+    return [place(t, nodes, accelerators, narrow) for t in spec.targets]
+
+
+def variant_key(accelerator: str, precision: str) -> str:
+    return f"{accelerator}/{precision}"
+
+
+def per_node(placement: Placement) -> bool:
+    return placement.target.placement == "perNode"
+
+
+def workload_kind(placement: Placement) -> str:
+    return "DaemonSet" if placement.target.placement == "perNode" else "Deployment"

@@ -5,7 +5,9 @@ the Events to post and the rollout decision to count. Pure: the service executes
 The steps: parse the spec (an invalid one only gets a status); place each target; when
 the operator builds images, wait for them (nothing is touched meanwhile); decide the
 rollout (reconcile/rollout.py); render the children of the revision to run (the spec's,
-or the stable one when rolling back); note what drifted; build the status."""
+or the stable one when rolling back), with the pods a paced target moves now
+(reconcile/waves.py) and the nodes held back on the stable revision
+(reconcile/holdback.py); note what drifted; build the status."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from edgemodel_operator.api import conditions as c
 from edgemodel_operator.api.accelerators import AcceleratorProfile
 from edgemodel_operator.api.errors import InvalidSpec
 from edgemodel_operator.api.names import API_VERSION
@@ -22,10 +23,12 @@ from edgemodel_operator.api.spec import EdgeModelSpec, check_name, parse_spec
 from edgemodel_operator.reconcile.analysis import Verdict, analysis_status, with_analysis
 from edgemodel_operator.reconcile.drift import needs_apply
 from edgemodel_operator.reconcile.health import TargetHealth, pod_revision, target_health
+from edgemodel_operator.reconcile.holdback import held_back, held_nodes, held_workloads
 from edgemodel_operator.reconcile.images import (
     ImageJob,
     ImageState,
     add_image_status,
+    pending_status,
     variants,
 )
 from edgemodel_operator.reconcile.network import (
@@ -35,15 +38,17 @@ from edgemodel_operator.reconcile.network import (
     ready_endpoints,
     service_name,
 )
-from edgemodel_operator.reconcile.observed import NodeInfo, Observed, node_info
+from edgemodel_operator.reconcile.observed import Observed, node_info
 from edgemodel_operator.reconcile.placement import (
     Placement,
-    for_architectures,
-    place,
+    per_node,
+    place_targets,
     unavailable_text,
+    variant_key,
+    workload_kind,
 )
 from edgemodel_operator.reconcile.revision import revision
-from edgemodel_operator.reconcile.rollout import Action, Plan, Policy, decide, next_check
+from edgemodel_operator.reconcile.rollout import Action, Policy, decide, next_check
 from edgemodel_operator.reconcile.rollout_state import RolloutState, state_from_status
 from edgemodel_operator.reconcile.rollout_status import (
     annotate_rollout,
@@ -59,12 +64,7 @@ from edgemodel_operator.reconcile.status import (
     events_for,
     invalid_status,
 )
-from edgemodel_operator.reconcile.waves import (
-    node_order,
-    pods_to_replace,
-    unavailable_budget,
-    wave_sizes,
-)
+from edgemodel_operator.reconcile.waves import paced, pods_to_move, wave_sizes
 from edgemodel_operator.reconcile.workloads import (
     ORIGINAL,
     Nodes,
@@ -72,7 +72,6 @@ from edgemodel_operator.reconcile.workloads import (
     WorkloadSettings,
     build_workload,
     image_for,
-    variant_key,
     workload_name,
 )
 
@@ -136,43 +135,6 @@ def _policy(spec: EdgeModelSpec) -> Policy:
     )
 
 
-def _place(
-    spec: EdgeModelSpec, nodes: Sequence[NodeInfo], settings: PlanSettings,
-    archs: Mapping[str, Sequence[str]] | None = None,
-    server_archs: Mapping[str, Sequence[str]] | None = None,
-) -> list[Placement]:  # fmt: skip
-    """Each target's placement, only on nodes of the architectures its image serves: its
-    built image's (`archs`, by variant), else its server image's (`server_archs`, by
-    accelerator); a target's own image is taken as it is. A target whose image runs on
-    none of its nodes goes to its fallback, like one whose hardware is missing."""
-
-    def narrow(p: Placement) -> Placement:
-        if p.target.image:
-            return p
-        built = (archs or {}).get(variant_key(p.accelerator, p.precision))
-        served = built if built is not None else (server_archs or {}).get(p.accelerator)
-        return for_architectures(p, served, nodes)
-
-    return [place(t, nodes, settings.accelerators, narrow) for t in spec.targets]
-
-
-def _per_node(placement: Placement) -> bool:
-    return placement.target.placement == "perNode"
-
-
-def _paced(spec: EdgeModelSpec, placement: Placement) -> bool:
-    """The operator moves this target's nodes itself (waves, or a success threshold)."""
-    return spec.rollout.paced and _per_node(placement)
-
-
-def _held(state: RolloutState, target: str) -> tuple[str, ...]:
-    return tuple(h.node for h in state.held if h.target == target)
-
-
-def _workload_kind(placement: Placement) -> str:
-    return "DaemonSet" if placement.target.placement == "perNode" else "Deployment"
-
-
 def image_jobs(
     body: Mapping[str, Any], observed: Observed, settings: PlanSettings,
     servers: Mapping[str, ServerImage] | None = None,
@@ -199,7 +161,9 @@ def image_jobs(
             validation=validation,
             signature=spec.model.signature,
         )
-        for v in variants(_place(spec, nodes, settings, None, _server_archs(servers)))
+        for v in variants(
+            place_targets(spec, nodes, settings.accelerators, None, _server_archs(servers))
+        )
     }
 
 
@@ -225,116 +189,33 @@ def _health(
             continue
         if not p.has_nodes:
             continue  # a placement problem (NoMatchingNodes), not a failing revision
-        workload = observed.child(_workload_kind(p), workload_name(model, p.target.name))
+        workload = observed.child(workload_kind(p), workload_name(model, p.target.name))
         n = counts(workload)
         template = ((workload or {}).get("spec") or {}).get("template") or {}
         on_rev = pod_revision(template)  # the template carries the pods' annotations
-        per_node = _per_node(p)
+        one_per_node = per_node(p)
         replicas = n.desired if workload else max(p.target.replicas, 1)
         health_now = target_health(
             name=p.target.name,
             revision=rev,
-            desired=len(p.nodes) if per_node else replicas,
+            desired=len(p.nodes) if one_per_node else replicas,
             settled=n.current and on_rev == rev,
             pods=observed.pods_of(p.target.name),
             ready_since=ready_since,
             failure_threshold=failure_threshold,
-            nodes=frozenset(p.nodes) if per_node else None,
+            nodes=frozenset(p.nodes) if one_per_node else None,
         )
-        if _paced(spec, p):
+        if paced(spec, p):
             sizes = wave_sizes(spec.rollout.waves, len(p.nodes))
             due = sizes[min(wave, len(sizes) - 1)]
             allowed = due * (100 - spec.rollout.success_threshold) // 100
-            held = frozenset(_held(state, p.target.name) if state.revision == rev else ())
+            held = frozenset(held_nodes(state, p.target.name) if state.revision == rev else ())
             health_now = replace(health_now, expected=due, allowed_failures=allowed,
                                  held=held & frozenset(p.nodes))  # fmt: skip
         if spec.rollout.analysis is not None:
             health_now = with_analysis(health_now, (analysis or {}).get(p.target.name))
         health.append(health_now)
     return health
-
-
-def _move_pods(
-    spec: EdgeModelSpec, placement: Placement, nodes: Sequence[NodeInfo], plan: Plan,
-    revision: str, pods: Sequence[Mapping[str, Any]],
-) -> list[str]:  # fmt: skip
-    """Pods of a waved target to delete now so that the DaemonSet recreates them on
-    `revision`: the current wave's nodes while rolling forward, every node otherwise."""
-    if plan.action is Action.HOLD:
-        return []  # nothing better to go to: leave the fleet as it is
-    labels = {n.name: n.labels for n in nodes}
-    order = node_order(placement.nodes, labels, spec.rollout.canary_selector)
-    total = len(order)
-    held = set(_held(plan.state, placement.target.name))
-    order = [n for n in order if n not in held]  # their pods belong to the held DaemonSet
-    if plan.action is Action.ROLL_FORWARD:
-        sizes = wave_sizes(spec.rollout.waves, total)
-        upto = sizes[min(plan.state.wave, len(sizes) - 1)]
-        budget = unavailable_budget(spec.rollout.max_unavailable, total)
-    else:  # promote, steady, roll back, hold stable: converge every node at once
-        upto, budget = total, total
-    settling = {n.name for n in nodes if n.settling}
-    return pods_to_replace(order, upto - len(held), pods, revision, budget, settling)
-
-
-def _holdback(
-    previous: Mapping[str, Any], state: RolloutState, stable_images: Mapping[str, str],
-    stable_archs: Mapping[str, Sequence[str]],
-) -> dict[str, Any] | None:  # fmt: skip
-    """What held-back nodes run: the stable revision of when the first node was held
-    (kept after the new one is promoted), or None when no node is held or there is no
-    stable revision to hold them on."""
-    if not state.held:
-        return None
-    kept = previous.get("heldBack")
-    if kept:
-        return dict(kept)
-    if not state.stable_spec or not state.stable_revision:
-        return None
-    return {"revision": state.stable_revision, "spec": dict(state.stable_spec),
-            "images": dict(stable_images), "architectures": dict(stable_archs)}  # fmt: skip
-
-
-def _held_workloads(
-    owner: Owner, holdback: Mapping[str, Any], state: RolloutState, nodes: Sequence[NodeInfo],
-    settings: PlanSettings, workload_settings: WorkloadSettings,
-    server_archs: Mapping[str, Sequence[str]],
-) -> list[dict[str, Any]]:  # fmt: skip
-    """A DaemonSet per target with held nodes, running the held-back revision there only."""
-    try:
-        spec = parse_spec(holdback["spec"])
-    except InvalidSpec:
-        return []  # a spec this version cannot read: the nodes stay out of the rollout
-    out = []
-    for placement in _place(spec, nodes, settings, holdback.get("architectures") or {},
-                            server_archs):  # fmt: skip
-        held = _held(state, placement.target.name)
-        if held and _per_node(placement):
-            out.append(build_workload(owner, spec, placement, workload_settings,
-                                      holdback["revision"], Nodes(only=held)))  # fmt: skip
-    return out
-
-
-def _images_pending(
-    previous: Mapping[str, Any], states: Mapping[str, ImageState], generation: int, now: datetime
-) -> dict[str, Any]:
-    """Status while images are built or failed: nothing is applied, what runs keeps running."""
-    failed = {k: s for k, s in states.items() if s.state == "Failed"}
-    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
-    if failed:
-        key, first = sorted(failed.items())[0]
-        message = f"Image {key}: {first.message}"
-        conds = c.set_condition(
-            conds, c.IMAGES_READY, False, first.reason, message, generation, now
-        )
-        conds = c.set_condition(conds, c.DEGRADED, True, first.reason, message, generation, now)
-        phase = "Failed" if first.terminal else "Building"
-    else:
-        building = "; ".join(f"{k}: {s.message}" for k, s in sorted(states.items())
-                             if s.state == "Building")  # fmt: skip
-        conds = c.set_condition(conds, c.IMAGES_READY, False, c.BUILDING, building, generation, now)
-        phase = "Building"
-    return {**previous, "observedGeneration": generation, "phase": phase, "conditions": conds}
 
 
 def _owner(body: Mapping[str, Any]) -> Owner:
@@ -407,13 +288,13 @@ def plan(
         return Pass(status, events_for(previous, status))
     if images is not None:
         if any(s.state != "Ready" for s in images.values()):
-            status = _images_pending(previous, images, generation, now)
+            status = pending_status(previous, images, generation, now)
             return Pass(status, events_for(previous, status))
         pinned = {k: s.reference for k, s in images.items()}
         archs = {k: [arch for arch, _ in s.platforms] for k, s in images.items()}
     servers = servers or {}
     server_archs = _server_archs(servers)
-    candidate = _place(spec, nodes, settings, archs, server_archs)
+    candidate = place_targets(spec, nodes, settings.accelerators, archs, server_archs)
     state = state_from_status(previous)
     policy = _policy(spec)
     health = _health(name, rev, spec, candidate, observed, state, policy.failure_threshold,
@@ -432,8 +313,12 @@ def plan(
         except InvalidSpec:  # a stable spec this version cannot read: keep the spec's
             pass
     same = run_spec is spec and run_archs is archs
-    placements = candidate if same else _place(run_spec, nodes, settings, run_archs, server_archs)
-    holdback = _holdback(previous, decision.state, stable_images, stable_archs)
+    placements = (
+        candidate
+        if same
+        else place_targets(run_spec, nodes, settings.accelerators, run_archs, server_archs)
+    )
+    holdback = held_back(previous, decision.state, stable_images, stable_archs)
 
     result = Pass(status={}, action=decision.action.value,
                   recheck_seconds=next_check(decision, policy, now),
@@ -446,12 +331,12 @@ def plan(
     )  # fmt: skip
     desired: list[dict[str, Any]] = []
     if holdback is not None:
-        desired += _held_workloads(owner, holdback, decision.state, nodes, settings,
+        desired += held_workloads(owner, holdback, decision.state, nodes, settings.accelerators,
                                    replace(workload_settings, pinned=holdback["images"]),
                                    server_archs)  # fmt: skip
     by_target: dict[str, TargetObservation] = {}
     for placement in placements:
-        skip = _held(decision.state, placement.target.name) if holdback is not None else ()
+        skip = held_nodes(decision.state, placement.target.name) if holdback is not None else ()
         workload = build_workload(owner, run_spec, placement, workload_settings, run_rev,
                                   Nodes(skip=skip))  # fmt: skip
         service = build_service(owner, run_spec, placement)
@@ -466,11 +351,11 @@ def plan(
             endpoints=ready_endpoints(pods),
             pending=needs_apply(workload, live),
             precision=placement.precision if optimized else ORIGINAL,
-            nodes=frozenset(placement.nodes) if _per_node(placement) else None,
-            held=len(set(_held(decision.state, target)) & set(placement.nodes)),
+            nodes=frozenset(placement.nodes) if per_node(placement) else None,
+            held=len(set(held_nodes(decision.state, target)) & set(placement.nodes)),
         )  # fmt: skip
-        if _paced(run_spec, placement):
-            moving = _move_pods(run_spec, placement, nodes, decision, run_rev, pods)
+        if paced(run_spec, placement):
+            moving = pods_to_move(run_spec, placement, nodes, decision, run_rev, pods)
             result.delete += [("Pod", pod) for pod in moving]
             if moving:
                 wave_no = decision.state.wave + 1

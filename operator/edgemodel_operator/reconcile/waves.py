@@ -10,8 +10,12 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from edgemodel_operator.api.spec import Wave
+from edgemodel_operator.api.spec import EdgeModelSpec, Wave
 from edgemodel_operator.reconcile.health import pod_ready, pod_revision
+from edgemodel_operator.reconcile.holdback import held_nodes
+from edgemodel_operator.reconcile.observed import NodeInfo
+from edgemodel_operator.reconcile.placement import Placement, per_node
+from edgemodel_operator.reconcile.rollout import Action, Plan
 
 
 def node_order(
@@ -71,3 +75,31 @@ def pods_to_replace(
             continue  # a serving pod waits for room under maxUnavailable
         chosen.append(str(pod["metadata"]["name"]))
     return chosen
+
+
+def paced(spec: EdgeModelSpec, placement: Placement) -> bool:
+    """The operator moves this target's nodes itself (waves, or a success threshold)."""
+    return spec.rollout.paced and per_node(placement)
+
+
+def pods_to_move(
+    spec: EdgeModelSpec, placement: Placement, nodes: Sequence[NodeInfo], plan: Plan,
+    revision: str, pods: Sequence[Mapping[str, Any]],
+) -> list[str]:  # fmt: skip
+    """Pods of a waved target to delete now so that the DaemonSet recreates them on
+    `revision`: the current wave's nodes while rolling forward, every node otherwise."""
+    if plan.action is Action.HOLD:
+        return []  # nothing better to go to: leave the fleet as it is
+    labels = {n.name: n.labels for n in nodes}
+    order = node_order(placement.nodes, labels, spec.rollout.canary_selector)
+    total = len(order)
+    held = set(held_nodes(plan.state, placement.target.name))
+    order = [n for n in order if n not in held]  # their pods belong to the held DaemonSet
+    if plan.action is Action.ROLL_FORWARD:
+        sizes = wave_sizes(spec.rollout.waves, total)
+        upto = sizes[min(plan.state.wave, len(sizes) - 1)]
+        budget = unavailable_budget(spec.rollout.max_unavailable, total)
+    else:  # promote, steady, roll back, hold stable: converge every node at once
+        upto, budget = total, total
+    settling = {n.name for n in nodes if n.settling}
+    return pods_to_replace(order, upto - len(held), pods, revision, budget, settling)

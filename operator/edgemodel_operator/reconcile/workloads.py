@@ -31,7 +31,7 @@ from edgemodel_operator.api.names import (
     VERSION_LABEL,
 )
 from edgemodel_operator.api.spec import EdgeModelSpec
-from edgemodel_operator.reconcile.placement import Placement
+from edgemodel_operator.reconcile.placement import Placement, variant_key
 from edgemodel_operator.reconcile.revision import digest
 
 RUN_AS = 65532  # the model server images' non-root user
@@ -70,10 +70,6 @@ class WorkloadSettings:
     probe_gate: bool = False
     # The server image of each accelerator by digest, where it was resolved.
     servers: Mapping[str, str] = field(default_factory=dict)
-
-
-def variant_key(accelerator: str, precision: str) -> str:
-    return f"{accelerator}/{precision}"
 
 
 def workload_name(model: str, target: str) -> str:
