@@ -27,6 +27,8 @@ from edgemodel_operator.api.names import (
 FIELD_MANAGER = "edgemodel-operator"
 TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to read the answer (EDGEMODEL_API_*)
 APPLY = {"fieldManager": FIELD_MANAGER, "force": "true"}
+# Content types of a PATCH: server-side apply (JSON is YAML), JSON merge, strategic merge.
+SERVER_SIDE_APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 
@@ -57,8 +59,7 @@ class KubeGateway:
         """Server-side apply a child we own; returns the stored object."""
         meta = obj["metadata"]
         where = path(*KINDS[obj["kind"]], meta["namespace"], meta["name"])
-        return self._rest.json("PATCH", where, dict(obj), APPLY,
-                               "application/apply-patch+yaml")  # fmt: skip
+        return self._rest.json("PATCH", where, dict(obj), APPLY, SERVER_SIDE_APPLY)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
