@@ -34,6 +34,10 @@ from edgemodel_operator.reconcile.observed import Packed, lean, packed
 from edgemodel_operator.reconcile.plan import accelerators_of
 
 STOP_SECONDS = 5.0  # at exit, a worker's pass this long under way is cancelled
+# kopf's worker for a watched object keeps the object's last event (the whole decoded
+# object) until it has idled this long, and starts again at the next event; with kopf's
+# 5 s a 1,000-model burst held hundreds of them at once.
+EVENT_WORKER_IDLE_SECONDS = 0.5
 
 
 def _key(body: kopf.Body) -> w.Key | None:
@@ -119,6 +123,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         )
         settings.posting.level = logging.WARNING  # our own Events say what happened
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+        settings.queueing.idle_timeout = EVENT_WORKER_IDLE_SECONDS
         apply_timeouts(settings, config.api)
 
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
