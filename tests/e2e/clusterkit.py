@@ -134,6 +134,14 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc.stdout + proc.stderr
 
+    def wait_established(self, crd: str = "edgemodels.edgeai.dev", timeout: float = 60) -> None:
+        """Until the CRD is served. `kubectl wait --for=condition=Established` fails at once,
+        rather than waiting, on a CRD so new that its status has no conditions yet."""
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+        wait_until(lambda: self.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={query}",
+                                        check=False).strip() == "True",
+                   timeout=timeout, what=f"CRD {crd} to be established")  # fmt: skip
+
     def token_kubeconfig(self, token: str) -> Path:
         """A kubeconfig that authenticates with only this token (no admin certificate)."""
         admin = yaml.safe_load(self.kubeconfig.read_text())

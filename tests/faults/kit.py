@@ -105,8 +105,7 @@ def start_cluster(fleet: str) -> FaultCluster:
         state=state, port_base=port_base,
     )  # fmt: skip
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/edgemodels.edgeai.dev")  # fmt: skip
+    cluster.wait_established()
     install_rbac(cluster)
     return cluster
 

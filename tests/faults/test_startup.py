@@ -81,8 +81,7 @@ def test_operator_started_before_the_crd(site: Site, start: Any) -> None:
         time.sleep(3)
         assert op.alive()
         cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/edgemodels.edgeai.dev")  # fmt: skip
+        cluster.wait_established()
         site.apply(site.edgemodel("late", V1))
         site.wait("late", promoted, 60, "handled by the operator started before its CRD")
         assert serves(site, "late", site.status("late")["revision"], V1)
