@@ -36,7 +36,7 @@ from edgemodel_operator.reconcile.plan import accelerators_of
 STOP_SECONDS = 5.0  # at exit, a worker's pass this long under way is cancelled
 # kopf's worker for a watched object keeps the object's last event (the whole decoded
 # object) until it has idled this long, and starts again at the next event; with kopf's
-# 5 s a 1,000-model burst held hundreds of them at once.
+# 5 s, every object with an event in the last 5 s of a burst keeps one (estimated, not traced).
 EVENT_WORKER_IDLE_SECONDS = 0.5
 
 
